@@ -1,0 +1,447 @@
+//! The only module in the agent that touches aya: it loads the eBPF object, attaches and
+//! detaches the XDP program, pins what must outlive the agent, and reads counters.
+//! Everything else in the agent (and the tests) talks to the data plane through the typed
+//! methods here.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        TestRun, TestRunOptions, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use lb_common::{maps, programs, Counter, TrafficClass, Verdict};
+use tracing::{info, warn};
+
+/// Where bpffs is expected; mounted by [`ensure_bpffs`] when it is not.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Root of everything lb pins: `<BPFFS>/lb/<interface>/…`.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the eBPF object has no map `{0}`: it was built from a different lb-common")]
+    MissingMap(&'static str),
+    #[error("map `{name}` has {actual} entries, this agent expects {expected}: object and agent disagree on the ABI")]
+    MapShape {
+        name: &'static str,
+        expected: u32,
+        actual: u32,
+    },
+    #[error("the eBPF object has no XDP program `{0}`")]
+    MissingProgram(&'static str),
+    #[error("{action} failed: {source}")]
+    Program {
+        action: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("reading map `{name}` failed: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("interface `{0}` does not exist")]
+    NoSuchInterface(String),
+    #[error("the program is not attached")]
+    NotAttached,
+    #[error("pinning {path} failed: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("{what} {path}: {source}")]
+    Fs {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "pinned lb state for `{iface}` already exists at {path} (a persisted earlier run); \
+         remove it with `lb-agent down --iface {iface}` before starting a new agent on it"
+    )]
+    AlreadyPinned { iface: String, path: PathBuf },
+    #[error("mounting bpffs at {BPFFS} failed: {0}")]
+    MountBpffs(nix::Error),
+}
+
+/// How the program is attached to the interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native) XDP: the program runs in the NIC driver's receive path.
+    Native,
+    /// Generic (skb) XDP: runs after the kernel built an skb. Slow; for testing only.
+    Generic,
+}
+
+impl AttachMode {
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            Self::Native => XdpMode::Driver,
+            Self::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+/// Paths under bpffs that hold one interface's persisted state.
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    dir: PathBuf,
+}
+
+impl PinLayout {
+    pub fn for_interface(iface: &str) -> Self {
+        Self {
+            dir: Path::new(PIN_ROOT).join(iface),
+        }
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn link(&self) -> PathBuf {
+        self.dir.join("link")
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join("maps").join(name)
+    }
+}
+
+/// Global counters summed over every CPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Indexed by [`Verdict`].
+    pub verdicts: [Counter; Verdict::COUNT as usize],
+    /// Indexed by [`TrafficClass`].
+    pub traffic: [Counter; TrafficClass::COUNT as usize],
+}
+
+impl Counters {
+    pub fn verdict(&self, v: Verdict) -> Counter {
+        self.verdicts[v as usize]
+    }
+    pub fn traffic(&self, c: TrafficClass) -> Counter {
+        self.traffic[c as usize]
+    }
+    /// `self - earlier`, slot by slot (counters only grow while the maps live).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        fn sub<const N: usize>(a: &[Counter; N], b: &[Counter; N]) -> [Counter; N] {
+            core::array::from_fn(|i| Counter {
+                packets: a[i].packets.wrapping_sub(b[i].packets),
+                bytes: a[i].bytes.wrapping_sub(b[i].bytes),
+            })
+        }
+        Counters {
+            verdicts: sub(&self.verdicts, &earlier.verdicts),
+            traffic: sub(&self.traffic, &earlier.traffic),
+        }
+    }
+}
+
+/// The result of one `BPF_PROG_TEST_RUN` of the XDP program.
+#[derive(Debug)]
+pub struct TestRunOutcome {
+    /// The raw return value; [`Verdict::from_u32`] decodes it.
+    pub return_value: u32,
+    /// The frame as the program left it.
+    pub output: Vec<u8>,
+    /// The kernel's average time per repetition.
+    pub duration: std::time::Duration,
+}
+
+struct Attachment {
+    iface: String,
+    link: aya::programs::xdp::XdpLinkId,
+}
+
+/// A loaded data plane: the eBPF object's maps and the XDP program, attached or not.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    attachment: Option<Attachment>,
+}
+
+impl Dataplane {
+    /// Loads `object` into the kernel and checks that its maps have the layout this agent
+    /// was built for. Nothing is attached yet.
+    pub fn load(object: &[u8]) -> Result<Self, DataplaneError> {
+        let mut ebpf = EbpfLoader::new().load(object)?;
+        check_maps(&ebpf)?;
+        let prog = xdp_program(&mut ebpf)?;
+        prog.load().map_err(|source| DataplaneError::Program {
+            action: "loading the XDP program (verifier)",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            attachment: None,
+        })
+    }
+
+    /// Attaches the program to `iface`. Refuses if persisted state for that interface
+    /// exists, so two agents never fight over one interface.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), DataplaneError> {
+        let layout = PinLayout::for_interface(iface);
+        if layout.dir().exists() {
+            return Err(DataplaneError::AlreadyPinned {
+                iface: iface.to_owned(),
+                path: layout.dir().to_owned(),
+            });
+        }
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .map_err(|_| DataplaneError::NoSuchInterface(iface.to_owned()))?;
+        if mode == AttachMode::Generic {
+            warn!(
+                iface,
+                "attaching in GENERIC (skb) XDP mode: slow, for testing only"
+            );
+        }
+        let link = xdp_program(&mut self.ebpf)?
+            .attach_to_if_index(ifindex, mode.xdp_mode())
+            .map_err(|source| DataplaneError::Program {
+                action: "attaching the XDP program",
+                source,
+            })?;
+        info!(iface, ifindex, ?mode, "XDP program attached");
+        self.attachment = Some(Attachment {
+            iface: iface.to_owned(),
+            link,
+        });
+        Ok(())
+    }
+
+    /// Detaches the program (the attachment also ends when the `Dataplane` is dropped).
+    pub fn detach(&mut self) -> Result<(), DataplaneError> {
+        let att = self.attachment.take().ok_or(DataplaneError::NotAttached)?;
+        xdp_program(&mut self.ebpf)?
+            .detach(att.link)
+            .map_err(|source| DataplaneError::Program {
+                action: "detaching the XDP program",
+                source,
+            })?;
+        info!(iface = att.iface, "XDP program detached");
+        Ok(())
+    }
+
+    /// Pins the maps and the XDP link under [`PIN_ROOT`]`/<iface>` so that the program keeps
+    /// running, and its counters keep counting, after this agent exits.
+    /// `lb-agent down --iface <iface>` removes it all.
+    pub fn persist(&mut self) -> Result<PinLayout, DataplaneError> {
+        let att = self.attachment.take().ok_or(DataplaneError::NotAttached)?;
+        let layout = PinLayout::for_interface(&att.iface);
+        ensure_bpffs()?;
+        let maps_dir = layout.dir().join("maps");
+        std::fs::create_dir_all(&maps_dir).map_err(|source| DataplaneError::Fs {
+            what: "creating",
+            path: maps_dir.clone(),
+            source,
+        })?;
+        for &name in maps::ALL {
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or(DataplaneError::MissingMap(name))?;
+            let path = layout.map(name);
+            map.pin(&path)
+                .map_err(|source| DataplaneError::Pin { path, source })?;
+        }
+        let link = xdp_program(&mut self.ebpf)?
+            .take_link(att.link)
+            .map_err(|source| DataplaneError::Program {
+                action: "taking the XDP link",
+                source,
+            })?;
+        let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Fs {
+            what:
+                "the XDP attachment is a netlink attachment (kernel without bpf_link?); cannot pin",
+            path: layout.link(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let path = layout.link();
+        fd_link
+            .pin(&path)
+            .map_err(|source| DataplaneError::Pin { path, source })?;
+        info!(iface = att.iface, dir = %layout.dir().display(), "data plane pinned; it keeps running after the agent exits");
+        Ok(layout)
+    }
+
+    /// Counters summed over every CPU.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let mut out = Counters::default();
+        read_counters(&self.ebpf, maps::VERDICTS, &mut out.verdicts)?;
+        read_counters(&self.ebpf, maps::TRAFFIC, &mut out.traffic)?;
+        Ok(out)
+    }
+
+    /// Runs the program once per repetition on `input` with `BPF_PROG_TEST_RUN`.
+    /// `headroom` is how many bytes the output may grow by (encapsulation).
+    pub fn test_run(
+        &self,
+        input: &[u8],
+        repeat: u32,
+        headroom: usize,
+    ) -> Result<TestRunOutcome, DataplaneError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(programs::LB_XDP)
+            .ok_or(DataplaneError::MissingProgram(programs::LB_XDP))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                action: "finding the XDP program",
+                source,
+            })?;
+        let mut output = vec![0u8; input.len() + headroom];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut output),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(|source| DataplaneError::Program {
+                action: "BPF_PROG_TEST_RUN",
+                source,
+            })?;
+        output.truncate(result.data_size_out as usize);
+        Ok(TestRunOutcome {
+            return_value: result.return_value,
+            output,
+            duration: result.duration,
+        })
+    }
+}
+
+/// Removes an interface's persisted state: unpinning the link detaches the program once
+/// no process holds it, and unpinning the maps frees them.
+pub fn down(iface: &str) -> Result<bool, DataplaneError> {
+    let layout = PinLayout::for_interface(iface);
+    if !layout.dir().exists() {
+        return Ok(false);
+    }
+    let link_path = layout.link();
+    if link_path.exists() {
+        let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Fs {
+            what: "opening pinned link",
+            path: link_path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        // Unpinning returns the owning fd; dropping it releases the last reference and
+        // so detaches the program from the interface.
+        drop(pinned.unpin().map_err(|source| DataplaneError::Fs {
+            what: "unpinning",
+            path: link_path.clone(),
+            source,
+        })?);
+    }
+    std::fs::remove_dir_all(layout.dir()).map_err(|source| DataplaneError::Fs {
+        what: "removing",
+        path: layout.dir().to_owned(),
+        source,
+    })?;
+    // Remove PIN_ROOT too once no interface uses it; other interfaces' state stays.
+    match std::fs::remove_dir(PIN_ROOT) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+        Err(source) => {
+            return Err(DataplaneError::Fs {
+                what: "removing",
+                path: PIN_ROOT.into(),
+                source,
+            })
+        }
+    }
+    info!(
+        iface,
+        "persisted data plane removed: program detached, maps unpinned"
+    );
+    Ok(true)
+}
+
+/// Mounts bpffs at [`BPFFS`] unless it already is (it is not mounted at boot on every
+/// distribution).
+pub fn ensure_bpffs() -> Result<(), DataplaneError> {
+    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|source| DataplaneError::Fs {
+        what: "reading",
+        path: "/proc/mounts".into(),
+        source,
+    })?;
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        f.next();
+        f.next() == Some(BPFFS) && f.next() == Some("bpf")
+    });
+    if !mounted {
+        nix::mount::mount(
+            Some("bpf"),
+            BPFFS,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(DataplaneError::MountBpffs)?;
+        info!(path = BPFFS, "mounted bpffs");
+    }
+    Ok(())
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(programs::LB_XDP)
+        .ok_or(DataplaneError::MissingProgram(programs::LB_XDP))?
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            action: "finding the XDP program",
+            source,
+        })
+}
+
+/// Every map the ABI names must exist with the entry count the ABI implies.
+fn check_maps(ebpf: &Ebpf) -> Result<(), DataplaneError> {
+    for (name, expected) in [
+        (maps::VERDICTS, Verdict::COUNT),
+        (maps::TRAFFIC, TrafficClass::COUNT),
+    ] {
+        let map = per_cpu_counters(ebpf, name)?;
+        let actual = map.len();
+        if actual != expected {
+            return Err(DataplaneError::MapShape {
+                name,
+                expected,
+                actual,
+            });
+        }
+    }
+    debug_assert_eq!(
+        maps::ALL.len(),
+        2,
+        "check_maps must cover every map in maps::ALL"
+    );
+    Ok(())
+}
+
+fn per_cpu_counters<'a>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<&'a MapData, Counter>, DataplaneError> {
+    let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+    PerCpuArray::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+}
+
+fn read_counters(
+    ebpf: &Ebpf,
+    name: &'static str,
+    out: &mut [Counter],
+) -> Result<(), DataplaneError> {
+    let map = per_cpu_counters(ebpf, name)?;
+    for (i, slot) in out.iter_mut().enumerate() {
+        let values = map
+            .get(&(i as u32), 0)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        *slot = Counter::sum(values.iter());
+    }
+    Ok(())
+}

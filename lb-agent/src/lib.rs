@@ -1,0 +1,5 @@
+//! lb's control plane as a library: the binary (`main.rs`) is a thin CLI over it, and the
+//! integration tests drive the same code the agent runs.
+
+pub mod dataplane;
+pub mod object;

@@ -1,0 +1,19 @@
+//! lb's integration-test harness: the packet builder, the `BPF_PROG_TEST_RUN` fixture
+//! runner and the network-namespace topology builder. The tests themselves live in
+//! `tests/tests/`; the demo binary in `src/bin/`.
+
+pub mod fixture;
+pub mod netns;
+pub mod packet;
+
+use anyhow::Context as _;
+use lb_agent::dataplane::Dataplane;
+
+/// Loads the production eBPF object (the one embedded in the agent) through the agent's
+/// own `Dataplane`, without attaching it anywhere. Fails with the reason when this process
+/// may not load BPF programs, so a privileged test never passes silently.
+pub fn production_dataplane() -> anyhow::Result<Dataplane> {
+    netns::require_root()?;
+    let object = lb_agent::object::load_bytes(None)?;
+    Dataplane::load(&object).context("loading the production eBPF object")
+}

@@ -1,0 +1,59 @@
+//! `lint`: rustfmt and clippy over every crate, the eBPF one included.
+//!
+//! The host crates are linted with LB_EBPF_OBJECT set, because lb-agent's build script
+//! needs an object to embed even for `cargo clippy`.
+//!
+//! lb-ebpf is linted on the host toolchain: aya-ebpf type-checks for x86_64 and clippy
+//! never links, so no BPF toolchain is needed. One catch: the host's precompiled `core`
+//! is built with panic=unwind, which a `no_std` binary rejects ("unwinding panics are not
+//! supported without std"), so `-C panic=abort` is passed to that crate only (arguments
+//! after `--` reach just the selected package). A real BPF-target clippy is not possible
+//! here: Debian's rustc-web ships no clippy-driver, and rustup nightly's clippy cannot
+//! read Debian's prebuilt BPF `core` (different compiler) and has no rust-src to build
+//! its own. Code behind `cfg(target_arch = "bpf")` is therefore not linted.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use crate::{build, cargo, process};
+
+/// Runs every check, then fails if any failed (so one run shows all problems).
+pub fn run(object: &Path) -> Result<()> {
+    let root = build::workspace_root()?;
+    let checks: [(&str, &[&str]); 3] = [
+        ("rustfmt", &["fmt", "--all", "--check"]),
+        (
+            "clippy (host crates)",
+            &["clippy", "--all-targets", "--", "-D", "warnings"],
+        ),
+        (
+            "clippy (lb-ebpf, host type-check)",
+            &[
+                "clippy",
+                "-p",
+                "lb-ebpf",
+                "--",
+                "-C",
+                "panic=abort",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, args) in checks {
+        println!("lint: {name}");
+        let mut cmd = cargo::host(&root, Some(object));
+        cmd.args(args);
+        // process::run has already printed the failing command.
+        if process::run(&mut cmd).is_err() {
+            eprintln!("lint: {name} failed");
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("lint failed: {}", failed.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `cargo xtask`: lb's developer tasks, so that building and testing an eBPF project
+//! needs nothing but `cargo xtask <task>` on a fresh Debian machine.
+//!
+//! Every task first runs setup's checks (installing what is missing), then does its job.
+//! `test`, `demo` and `build-and-load` need root and re-run themselves under sudo.
+
+mod apt;
+mod build;
+mod cargo;
+mod demo;
+mod lint;
+mod load;
+mod phase;
+mod privilege;
+mod process;
+mod setup;
+mod test;
+mod toolchain;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::build::Profile;
+
+/// lb's developer tasks.
+#[derive(Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install and check the BPF toolchain, bpf-linker, test tools and bpffs.
+    Setup,
+    /// Build the eBPF object, then lb-agent with it embedded.
+    Build {
+        /// Build lb-agent with the dev profile (the eBPF object is always release).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run lb-agent on an interface until Ctrl-C (as root).
+    BuildAndLoad {
+        /// Interface to attach the data plane to.
+        #[arg(long)]
+        iface: String,
+        /// Attach in generic (skb) mode: slow, for testing only.
+        #[arg(long)]
+        generic: bool,
+        /// Leave the program attached and its maps pinned after the agent exits.
+        #[arg(long)]
+        pin: bool,
+        /// Build lb-agent with the dev profile.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// rustfmt and clippy (warnings are errors) over all crates.
+    Lint,
+    /// Build, lint, and run the unit and integration tests (as root).
+    Test {
+        /// Skip the lint phase.
+        #[arg(long)]
+        no_lint: bool,
+        /// Passed on to `cargo test`, e.g. `-- -p lb-tests -- --nocapture`.
+        #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+        cargo_args: Vec<OsString>,
+    },
+    /// Build, then run the namespace demo (as root).
+    Demo {
+        /// Leave the demo's namespaces in place afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    if std::env::var_os(cargo::OBJECT_VAR).is_some() {
+        eprintln!(
+            "xtask: warning: ignoring {} from the environment; xtask always builds the \
+             object from source",
+            cargo::OBJECT_VAR
+        );
+    }
+    let profile = |debug: bool| {
+        if debug {
+            Profile::Debug
+        } else {
+            Profile::Release
+        }
+    };
+    match task {
+        Task::Setup => setup::ensure(setup::Verbosity::Steps).map(drop),
+        Task::Build { debug } => {
+            let toolchain = setup::ensure(setup::Verbosity::Summary)?;
+            build::all(&toolchain, profile(debug)).map(drop)
+        }
+        Task::BuildAndLoad {
+            iface,
+            generic,
+            pin,
+            debug,
+        } => {
+            privilege::ensure_root("build-and-load")?;
+            load::run(load::Options {
+                iface,
+                generic,
+                pin,
+                profile: profile(debug),
+            })
+        }
+        Task::Lint => {
+            let toolchain = setup::ensure(setup::Verbosity::Summary)?;
+            let object = build::ebpf_object(&toolchain)?;
+            lint::run(&object)
+        }
+        Task::Test {
+            no_lint,
+            cargo_args,
+        } => {
+            privilege::ensure_root("test")?;
+            test::run(no_lint, &cargo_args)
+        }
+        Task::Demo { keep } => {
+            privilege::ensure_root("demo")?;
+            demo::run(keep)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `test`: everything CI runs, in the order that fails fastest: build the eBPF object,
+//! lint, then the unit and integration tests (as root: they load XDP programs and create
+//! network namespaces). Ends with one `tests: N passed, M failed` line totalling every
+//! test binary, so a reader (or CI) sees the whole suite's result in one place.
+
+use std::{
+    ffi::OsString,
+    io::{BufRead as _, BufReader, Write as _},
+    process::Stdio,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{build, cargo, lint, phase, process, setup};
+
+pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
+    let toolchain = phase::run("setup", || setup::ensure(setup::Verbosity::Summary))?;
+    let object = phase::run("build", || build::ebpf_object(&toolchain))?;
+    if !no_lint {
+        phase::run("lint", || lint::run(&object))?;
+    }
+    phase::run("unit and integration tests", || {
+        // The default members: every crate but lb-ebpf, which only builds for BPF.
+        let mut cmd = cargo::host(&build::workspace_root()?, Some(&object));
+        cmd.arg("test").args(cargo_args);
+        run_and_total(&mut cmd)
+    })
+}
+
+/// Runs `cargo test`, echoing its output as it comes, and totals its `test result:` lines.
+fn run_and_total(cmd: &mut std::process::Command) -> Result<()> {
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", process::display(cmd)))?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("cargo test stdout was not piped")?;
+    let mut total = Totals::default();
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        total.add(&line);
+        writeln!(out, "{line}").context("writing to stdout")?;
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    writeln!(
+        out,
+        "\ntests: {} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.ignored
+    )
+    .context("writing to stdout")?;
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    if total.passed == 0 {
+        bail!("cargo test ran no test");
+    }
+    Ok(())
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; …` line; ignores others.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_cargo_result_lines() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.1s");
+        t.add("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        t.add("test foo ... ok");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 4,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+}
