@@ -2,4 +2,5 @@
 //! integration tests drive the same code the agent runs.
 
 pub mod dataplane;
+pub mod maglev;
 pub mod object;
