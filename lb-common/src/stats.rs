@@ -126,6 +126,170 @@ impl TrafficClass {
     }
 }
 
+/// Why a packet for a VIP was dropped. The discriminant is both the error value inside
+/// the program and the index of its per-CPU counter.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A VIP packet whose headers are inconsistent: IPv4 IHL < 5 or past the end, total
+    /// length larger than the frame or smaller than the header, TCP data offset < 5 or past
+    /// the end, L4 header truncated, too many IPv6 extension headers.
+    Malformed = 0,
+    /// An IP fragment for a VIP not configured to route fragments.
+    Fragment = 1,
+    /// The VIP has no usable backend (no ring, or every weight 0).
+    NoBackend = 2,
+    /// The encapsulated packet would exceed the egress MTU and no ICMP error could be
+    /// sent in its place (IPv4 without DF is never fragmented by lb).
+    Mtu = 3,
+    /// The kernel FIB has no usable route to the backend (unreachable, blackhole, …).
+    FibFailed = 4,
+    /// Making room for headers (`bpf_xdp_adjust_head`) failed.
+    AdjustFailed = 5,
+    /// The ring pointed at a backend slot that is not in use (an update raced).
+    BadBackend = 6,
+    /// The egress interface is not in the redirect map (the agent did not allow it).
+    NoTxPort = 7,
+}
+
+impl DropReason {
+    pub const COUNT: u32 = 8;
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        Self::Malformed,
+        Self::Fragment,
+        Self::NoBackend,
+        Self::Mtu,
+        Self::FibFailed,
+        Self::AdjustFailed,
+        Self::BadBackend,
+        Self::NoTxPort,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Fragment => "fragment",
+            Self::NoBackend => "no_backend",
+            Self::Mtu => "mtu",
+            Self::FibFailed => "fib_failed",
+            Self::AdjustFailed => "adjust_failed",
+            Self::BadBackend => "bad_backend",
+            Self::NoTxPort => "no_tx_port",
+        }
+    }
+}
+
+/// Notable things that happened to VIP traffic that are not drops. Indices of a per-CPU
+/// counter array, like [`DropReason`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The flow table had an entry for the packet.
+    FlowHit = 0,
+    /// A new flow was picked from the ring and entered in the flow table.
+    FlowNew = 1,
+    /// A new flow above the per-CPU rate limit: forwarded by hash, not entered.
+    FlowThrottled = 2,
+    /// A TCP SYN re-hashed although an entry existed (the client reused the tuple).
+    SynRehash = 3,
+    /// An entry was ignored: UDP idle past the timeout, or made for another VIP.
+    FlowStale = 4,
+    /// A TCP RST without a flow entry: forwarded by hash, never entered.
+    RstNoEntry = 5,
+    /// An ICMP error quoting a VIP flow, sent to that flow's backend.
+    IcmpErrorRouted = 6,
+    /// An ICMP fragmentation-needed / packet-too-big sent back instead of an oversize
+    /// encapsulated packet.
+    IcmpTooBigSent = 7,
+    /// A fragment routed by (source, destination, protocol).
+    FragmentRouted = 8,
+    /// No neighbour entry for the next hop yet: passed to the kernel, which resolves it.
+    FibNoNeighbour = 9,
+    /// IP traffic that matched no VIP: passed to the kernel.
+    PassNotVip = 10,
+    /// A packet forwarded to a backend (DR or tunnel).
+    Forwarded = 11,
+}
+
+impl Event {
+    pub const COUNT: u32 = 12;
+    pub const ALL: [Event; Self::COUNT as usize] = [
+        Self::FlowHit,
+        Self::FlowNew,
+        Self::FlowThrottled,
+        Self::SynRehash,
+        Self::FlowStale,
+        Self::RstNoEntry,
+        Self::IcmpErrorRouted,
+        Self::IcmpTooBigSent,
+        Self::FragmentRouted,
+        Self::FibNoNeighbour,
+        Self::PassNotVip,
+        Self::Forwarded,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::FlowHit => "flow_hit",
+            Self::FlowNew => "flow_new",
+            Self::FlowThrottled => "flow_throttled",
+            Self::SynRehash => "syn_rehash",
+            Self::FlowStale => "flow_stale",
+            Self::RstNoEntry => "rst_no_entry",
+            Self::IcmpErrorRouted => "icmp_error_routed",
+            Self::IcmpTooBigSent => "icmp_too_big_sent",
+            Self::FragmentRouted => "fragment_routed",
+            Self::FibNoNeighbour => "fib_no_neighbour",
+            Self::PassNotVip => "pass_not_vip",
+            Self::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// Per-VIP and per-backend counters (per CPU). For a VIP, `resets` counts TCP RSTs from
+/// clients; for a backend it is unused (DSR: the backend's own resets bypass lb).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub resets: u64,
+}
+const _: () = assert!(core::mem::size_of::<ServiceCounter>() == 32);
+
+impl ServiceCounter {
+    pub fn sum<'a>(values: impl IntoIterator<Item = &'a ServiceCounter>) -> ServiceCounter {
+        values
+            .into_iter()
+            .fold(ServiceCounter::default(), |a, c| ServiceCounter {
+                packets: a.packets.wrapping_add(c.packets),
+                bytes: a.bytes.wrapping_add(c.bytes),
+                new_flows: a.new_flows.wrapping_add(c.new_flows),
+                resets: a.resets.wrapping_add(c.resets),
+            })
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `ServiceCounter` is `repr(C)`, four `u64`s, no padding.
+unsafe impl aya::Pod for ServiceCounter {}
+
+/// Per-CPU state of the new-flow rate limiter (flood guard).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodWindow {
+    /// Start of the current one-second window, `bpf_ktime_get_ns()`.
+    pub window_start_ns: u64,
+    /// New flows entered in the window.
+    pub new_flows: u64,
+}
+const _: () = assert!(core::mem::size_of::<FloodWindow>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: two `u64`s, no padding.
+unsafe impl aya::Pod for FloodWindow {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +303,12 @@ mod tests {
         assert_eq!(Verdict::from_u32(Verdict::COUNT), None);
         for (i, c) in TrafficClass::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
+        }
+        for (i, d) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+        }
+        for (i, e) in Event::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
         }
     }
 

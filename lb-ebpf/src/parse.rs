@@ -1,21 +1,46 @@
-//! Bounds-checked packet access and header classification.
+//! Bounds-checked packet access and header parsing.
+//!
+//! Parsing never modifies the packet. It classifies every frame for the traffic counters
+//! and, for IP, extracts what VIP matching needs. A frame whose IP header is inconsistent
+//! (bad version, IHL < 5, lengths past the frame, too many IPv6 extension headers) is not
+//! attributable to a VIP and is passed to the kernel, whose IP input validation drops it.
+//! L4 problems of a packet that does match a VIP are reported through `l4_ok`, and the
+//! caller drops it as malformed.
 
 use aya_ebpf::programs::XdpContext;
 use core::mem;
-use lb_common::TrafficClass;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
+use lb_common::{
+    service::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    FlowKey, TrafficClass,
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
 
 // Raw wire values (network byte order as read into a u16 on little-endian BPF).
-const ETH_P_IP: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
+pub const ETH_P_IP: u16 = 0x0800u16.to_be();
+pub const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 const ETH_P_ARP: u16 = 0x0806u16.to_be();
 const ETH_P_8021Q: u16 = 0x8100u16.to_be();
 const ETH_P_8021AD: u16 = 0x88A8u16.to_be();
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DSTOPTS: u8 = 60;
+
+/// How many IPv6 extension headers (hop-by-hop, routing, fragment, destination options)
+/// are skipped before giving up on a packet; more is not attributed to a VIP.
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// The only way this crate reads packet memory: a pointer to a `T` at `offset`, or `None`
 /// if any byte of it lies past the end of the frame.
@@ -27,6 +52,48 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
         return None;
     }
     Some((start + offset) as *const T)
+}
+
+/// Mutable twin of [`ptr_at`], for the forwarding rewrites.
+#[inline(always)]
+pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
+}
+
+/// Where an IP packet is fragmented.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// Not a fragment (or an IPv6 atomic fragment: offset 0, no more fragments).
+    No,
+    /// The first fragment: it carries the L4 header.
+    First,
+    /// A later fragment: no L4 header; its ports are never read.
+    Later,
+}
+
+/// What the data plane needs of an IP packet.
+pub struct Packet {
+    /// Bytes of Ethernet and VLAN headers before the IP header.
+    pub l3: usize,
+    /// Offset of the L4 header (after IPv4 options / IPv6 extension headers).
+    pub l4: usize,
+    /// IP total length (IPv4 `tot_len`; IPv6 40 + payload length).
+    pub ip_len: usize,
+    /// Addresses, ports (zero when unknown), protocol and family.
+    pub key: FlowKey,
+    /// IPv4 TOS / IPv6 traffic class (DSCP + ECN), copied to tunnel headers.
+    pub tos: u8,
+    pub frag: Frag,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// The L4 header is complete and consistent (TCP data offset, UDP length).
+    pub l4_ok: bool,
+}
+
+pub enum Parsed {
+    /// Not IP, or IP that cannot be attributed to a VIP: pass it.
+    Other(TrafficClass),
+    Ip(Packet, TrafficClass),
 }
 
 /// Where the L3 header starts and which Ethernet type it carries, after skipping up to
@@ -49,38 +116,204 @@ fn l3_start(ctx: &XdpContext) -> Option<(usize, u16)> {
     Some((offset, ether_type))
 }
 
-/// Classifies a frame for the ingress traffic counters.
 #[inline(always)]
-pub fn classify(ctx: &XdpContext) -> TrafficClass {
+pub fn parse(ctx: &XdpContext) -> Parsed {
     let Some((l3, ether_type)) = l3_start(ctx) else {
-        return TrafficClass::Runt;
+        return Parsed::Other(TrafficClass::Runt);
     };
     match ether_type {
-        ETH_P_IP => {
-            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
-                return TrafficClass::Runt;
+        ETH_P_IP => parse_v4(ctx, l3),
+        ETH_P_IPV6 => parse_v6(ctx, l3),
+        ETH_P_ARP => Parsed::Other(TrafficClass::Arp),
+        _ => Parsed::Other(TrafficClass::OtherL2),
+    }
+}
+
+#[inline(always)]
+fn class_v4(proto: u8) -> TrafficClass {
+    match proto {
+        PROTO_TCP => TrafficClass::Ipv4Tcp,
+        PROTO_UDP => TrafficClass::Ipv4Udp,
+        IPPROTO_ICMP => TrafficClass::Ipv4Icmp,
+        _ => TrafficClass::Ipv4Other,
+    }
+}
+
+#[inline(always)]
+fn class_v6(proto: u8) -> TrafficClass {
+    match proto {
+        PROTO_TCP => TrafficClass::Ipv6Tcp,
+        PROTO_UDP => TrafficClass::Ipv6Udp,
+        IPPROTO_ICMPV6 => TrafficClass::Ipv6Icmp,
+        _ => TrafficClass::Ipv6Other,
+    }
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, l3: usize) -> Parsed {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
+        return Parsed::Other(TrafficClass::Runt);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ip = unsafe { &*ip };
+    let class = class_v4(ip.proto);
+    let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+    let ip_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || ip_len < ihl || l3 + ip_len > frame_len(ctx) {
+        return Parsed::Other(class);
+    }
+    let frags = u16::from_be_bytes(ip.frags);
+    let frag = if frags & 0x1fff != 0 {
+        Frag::Later
+    } else if frags & 0x2000 != 0 {
+        Frag::First
+    } else {
+        Frag::No
+    };
+    let mut key = FlowKey {
+        proto: ip.proto,
+        family: FAMILY_V4,
+        ..FlowKey::default()
+    };
+    key.src[..4].copy_from_slice(&ip.src_addr);
+    key.dst[..4].copy_from_slice(&ip.dst_addr);
+    let mut pkt = Packet {
+        l3,
+        l4: l3 + ihl,
+        ip_len,
+        key,
+        tos: ip.tos,
+        frag,
+        tcp_flags: 0,
+        l4_ok: false,
+    };
+    parse_l4(ctx, &mut pkt);
+    Parsed::Ip(pkt, class)
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
+        return Parsed::Other(TrafficClass::Runt);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ip = unsafe { &*ip };
+    let payload = u16::from_be_bytes(ip.payload_len) as usize;
+    let ip_len = Ipv6Hdr::LEN + payload;
+    // Payload length 0 is a jumbogram (RFC 2675) or garbage: neither is ours.
+    if ip.vcf[0] >> 4 != 6 || payload == 0 || l3 + ip_len > frame_len(ctx) {
+        return Parsed::Other(class_v6(ip.next_hdr));
+    }
+    let mut next = ip.next_hdr;
+    let mut l4 = l3 + Ipv6Hdr::LEN;
+    let mut frag = Frag::No;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let Some(h) = ptr_at::<[u8; 2]>(ctx, l4) else {
+                    return Parsed::Other(TrafficClass::Ipv6Other);
+                };
+                // SAFETY: bounds checked by `ptr_at`.
+                let h = unsafe { *h };
+                next = h[0];
+                l4 += (h[1] as usize + 1) * 8;
+            }
+            IPV6_FRAGMENT => {
+                let Some(h) = ptr_at::<[u8; 8]>(ctx, l4) else {
+                    return Parsed::Other(TrafficClass::Ipv6Other);
+                };
+                // SAFETY: bounds checked by `ptr_at`.
+                let h = unsafe { *h };
+                next = h[0];
+                let off_flags = u16::from_be_bytes([h[2], h[3]]);
+                frag = if off_flags & 0xfff8 != 0 {
+                    Frag::Later
+                } else if off_flags & 1 != 0 {
+                    Frag::First
+                } else {
+                    Frag::No
+                };
+                l4 += 8;
+            }
+            _ => break,
+        }
+    }
+    let class = class_v6(next);
+    if matches!(
+        next,
+        IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_FRAGMENT
+    ) || l4 > l3 + ip_len
+    {
+        return Parsed::Other(class);
+    }
+    let tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
+    let key = FlowKey {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        proto: next,
+        family: FAMILY_V6,
+        ..FlowKey::default()
+    };
+    let mut pkt = Packet {
+        l3,
+        l4,
+        ip_len,
+        key,
+        tos,
+        frag,
+        tcp_flags: 0,
+        l4_ok: false,
+    };
+    parse_l4(ctx, &mut pkt);
+    Parsed::Ip(pkt, class)
+}
+
+/// Reads ports and TCP flags and validates the L4 header against the IP length.
+/// Never reads L4 of a later fragment.
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, pkt: &mut Packet) {
+    if pkt.frag == Frag::Later {
+        return;
+    }
+    let ip_end = pkt.l3 + pkt.ip_len;
+    match pkt.key.proto {
+        PROTO_TCP => {
+            let Some(ports) = ptr_at::<[u8; 4]>(ctx, pkt.l4) else {
+                return;
             };
             // SAFETY: bounds checked by `ptr_at`.
-            match unsafe { (*ip).proto } {
-                IPPROTO_TCP => TrafficClass::Ipv4Tcp,
-                IPPROTO_UDP => TrafficClass::Ipv4Udp,
-                IPPROTO_ICMP => TrafficClass::Ipv4Icmp,
-                _ => TrafficClass::Ipv4Other,
-            }
-        }
-        ETH_P_IPV6 => {
-            let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
-                return TrafficClass::Runt;
+            let ports = unsafe { *ports };
+            pkt.key.sport = u16::from_ne_bytes([ports[0], ports[1]]);
+            pkt.key.dport = u16::from_ne_bytes([ports[2], ports[3]]);
+            let Some(tcp) = ptr_at::<[u8; 20]>(ctx, pkt.l4) else {
+                return;
             };
             // SAFETY: bounds checked by `ptr_at`.
-            match unsafe { (*ip).next_hdr } {
-                IPPROTO_TCP => TrafficClass::Ipv6Tcp,
-                IPPROTO_UDP => TrafficClass::Ipv6Udp,
-                IPPROTO_ICMPV6 => TrafficClass::Ipv6Icmp,
-                _ => TrafficClass::Ipv6Other,
-            }
+            let tcp = unsafe { &*tcp };
+            let doff = ((tcp[12] >> 4) as usize) * 4;
+            pkt.tcp_flags = tcp[13];
+            pkt.l4_ok = doff >= 20 && pkt.l4 + doff <= ip_end;
         }
-        ETH_P_ARP => TrafficClass::Arp,
-        _ => TrafficClass::OtherL2,
+        PROTO_UDP => {
+            let Some(udp) = ptr_at::<UdpHdr>(ctx, pkt.l4) else {
+                return;
+            };
+            // SAFETY: bounds checked by `ptr_at`.
+            let udp = unsafe { &*udp };
+            pkt.key.sport = u16::from_ne_bytes(udp.src);
+            pkt.key.dport = u16::from_ne_bytes(udp.dst);
+            let len = u16::from_be_bytes(udp.len) as usize;
+            // A first fragment's UDP length covers the whole datagram, not this fragment.
+            pkt.l4_ok = pkt.l4 + UdpHdr::LEN <= ip_end
+                && (pkt.frag == Frag::First || (len >= UdpHdr::LEN && pkt.l4 + len <= ip_end));
+        }
+        _ => {
+            pkt.l4_ok = pkt.l4 <= ip_end;
+        }
     }
 }

@@ -44,12 +44,25 @@ pub const HEADROOM: usize = 256;
 
 /// Runs every fixture once and returns a readable report per failure (empty: all passed).
 pub fn run_all(dp: &Dataplane, fixtures: &[Fixture]) -> Vec<String> {
-    fixtures.iter().filter_map(|f| check(dp, f).err()).collect()
+    run_all_on(dp, fixtures, None)
 }
 
-fn check(dp: &Dataplane, f: &Fixture) -> Result<(), String> {
+/// [`run_all`] as if every frame arrived on interface `ingress_ifindex` of the calling
+/// thread's network namespace (for fixtures whose forwarding needs the FIB).
+pub fn run_all_on(
+    dp: &Dataplane,
+    fixtures: &[Fixture],
+    ingress_ifindex: Option<u32>,
+) -> Vec<String> {
+    fixtures
+        .iter()
+        .filter_map(|f| check(dp, f, ingress_ifindex).err())
+        .collect()
+}
+
+fn check(dp: &Dataplane, f: &Fixture, ingress_ifindex: Option<u32>) -> Result<(), String> {
     let got = dp
-        .test_run(&f.input, 1, HEADROOM)
+        .test_run(&f.input, 1, HEADROOM, ingress_ifindex)
         .map_err(|e| format!("[{}] test run failed: {e}", f.name))?;
     let verdict = Verdict::from_u32(got.return_value);
     let expected = match &f.output {

@@ -5,9 +5,14 @@
 pub mod fixture;
 pub mod netns;
 pub mod packet;
+pub mod scenario;
 
 use anyhow::Context as _;
-use lb_agent::dataplane::Dataplane;
+use lb_agent::dataplane::{Dataplane, LoadOptions};
+
+/// Flow-table size for tests: small, because every test loads its own data plane and the
+/// table's memory is preallocated.
+pub const TEST_FLOW_ENTRIES: u32 = 65536;
 
 /// Loads the production eBPF object (the one embedded in the agent) through the agent's
 /// own `Dataplane`, without attaching it anywhere. Fails with the reason when this process
@@ -15,5 +20,11 @@ use lb_agent::dataplane::Dataplane;
 pub fn production_dataplane() -> anyhow::Result<Dataplane> {
     netns::require_root()?;
     let object = lb_agent::object::load_bytes(None)?;
-    Dataplane::load(&object).context("loading the production eBPF object")
+    Dataplane::load_with(
+        &object,
+        &LoadOptions {
+            flow_entries: TEST_FLOW_ENTRIES,
+        },
+    )
+    .context("loading the production eBPF object")
 }

@@ -229,3 +229,133 @@ mod tests {
         assert!(d.contains("stopped"), "{d}");
     }
 }
+
+/// Byte surgery on built frames, for the hostile cases a builder will not make.
+/// Offsets assume an untagged Ethernet header (14 bytes).
+pub mod edit {
+    const L3: usize = 14;
+
+    fn ipv4_checksum(f: &mut [u8]) {
+        let ihl = ((f[L3] & 0x0f) as usize) * 4;
+        f[L3 + 10] = 0;
+        f[L3 + 11] = 0;
+        let mut sum = 0u32;
+        for i in (0..ihl).step_by(2) {
+            sum += u16::from_be_bytes([f[L3 + i], f[L3 + i + 1]]) as u32;
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let c = (!(sum as u16)).to_be_bytes();
+        f[L3 + 10] = c[0];
+        f[L3 + 11] = c[1];
+    }
+
+    fn set_tot_len(f: &mut [u8], len: usize) {
+        let b = (len as u16).to_be_bytes();
+        f[L3 + 2] = b[0];
+        f[L3 + 3] = b[1];
+    }
+
+    /// Inserts IPv4 options (a multiple of 4 bytes) after the 20-byte header.
+    pub fn ipv4_options(f: &[u8], options: &[u8]) -> Vec<u8> {
+        assert!(options.len().is_multiple_of(4) && options.len() <= 40);
+        let mut out = f[..L3 + 20].to_vec();
+        out.extend_from_slice(options);
+        out.extend_from_slice(&f[L3 + 20..]);
+        out[L3] = 0x40 | (5 + options.len() / 4) as u8;
+        let tot = u16::from_be_bytes([f[L3 + 2], f[L3 + 3]]) as usize + options.len();
+        set_tot_len(&mut out, tot);
+        ipv4_checksum(&mut out);
+        out
+    }
+
+    /// Sets the IPv4 version/IHL byte (checksum updated).
+    pub fn ipv4_vihl(f: &[u8], vihl: u8) -> Vec<u8> {
+        let mut out = f.to_vec();
+        out[L3] = vihl;
+        out[L3 + 10] = 0;
+        out[L3 + 11] = 0;
+        out
+    }
+
+    /// Sets the IPv4 total length (checksum updated).
+    pub fn ipv4_tot_len(f: &[u8], len: usize) -> Vec<u8> {
+        let mut out = f.to_vec();
+        set_tot_len(&mut out, len);
+        ipv4_checksum(&mut out);
+        out
+    }
+
+    /// Marks an IPv4 packet as a fragment: `more` sets MF, `offset` in 8-byte units.
+    pub fn ipv4_fragment(f: &[u8], more: bool, offset: u16) -> Vec<u8> {
+        let mut out = f.to_vec();
+        let v = (offset & 0x1fff) | if more { 0x2000 } else { 0 };
+        let b = v.to_be_bytes();
+        out[L3 + 6] = b[0];
+        out[L3 + 7] = b[1];
+        ipv4_checksum(&mut out);
+        out
+    }
+
+    /// Sets the IPv4 TTL and TOS (checksum updated).
+    pub fn ipv4_ttl_tos(f: &[u8], ttl: u8, tos: u8) -> Vec<u8> {
+        let mut out = f.to_vec();
+        out[L3 + 8] = ttl;
+        out[L3 + 1] = tos;
+        ipv4_checksum(&mut out);
+        out
+    }
+
+    /// Sets the TCP flags byte of a TCP packet whose L4 header starts at `l4`.
+    pub fn tcp_flags(f: &[u8], l4: usize, flags: u8) -> Vec<u8> {
+        let mut out = f.to_vec();
+        out[l4 + 13] = flags;
+        out
+    }
+
+    /// Sets the TCP data offset (in 32-bit words) of a TCP header at `l4`.
+    pub fn tcp_doff(f: &[u8], l4: usize, doff: u8) -> Vec<u8> {
+        let mut out = f.to_vec();
+        out[l4 + 12] = (doff << 4) | (out[l4 + 12] & 0x0f);
+        out
+    }
+
+    /// Inserts IPv6 extension headers after the fixed header. `headers` are
+    /// (type, body) pairs; each body is padded to a multiple of 8 bytes with the
+    /// next-header and length bytes in front. Fragment headers (44) are 8 bytes whose
+    /// body is the 6 bytes after next-header/reserved.
+    pub fn ipv6_ext(f: &[u8], headers: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let l4_proto = f[L3 + 6];
+        let mut chain = Vec::new();
+        for (i, (_, body)) in headers.iter().enumerate() {
+            let next = headers.get(i + 1).map_or(l4_proto, |h| h.0);
+            let mut h = vec![next, 0];
+            h.extend_from_slice(body);
+            while h.len() % 8 != 0 {
+                h.push(0);
+            }
+            if headers[i].0 != 44 {
+                h[1] = (h.len() / 8 - 1) as u8;
+            }
+            chain.extend_from_slice(&h);
+        }
+        let mut out = f[..L3 + 40].to_vec();
+        out[L3 + 6] = headers.first().map_or(l4_proto, |h| h.0);
+        let payload = u16::from_be_bytes([f[L3 + 4], f[L3 + 5]]) as usize + chain.len();
+        let b = (payload as u16).to_be_bytes();
+        out[L3 + 4] = b[0];
+        out[L3 + 5] = b[1];
+        out.extend_from_slice(&chain);
+        out.extend_from_slice(&f[L3 + 40..]);
+        out
+    }
+
+    /// Sets the IPv6 traffic class.
+    pub fn ipv6_tclass(f: &[u8], tc: u8) -> Vec<u8> {
+        let mut out = f.to_vec();
+        out[L3] = 0x60 | (tc >> 4);
+        out[L3 + 1] = (tc << 4) | (out[L3 + 1] & 0x0f);
+        out
+    }
+}

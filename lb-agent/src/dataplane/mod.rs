@@ -2,6 +2,18 @@
 //! detaches the XDP program, pins what must outlive the agent, and reads counters.
 //! Everything else in the agent (and the tests) talks to the data plane through the typed
 //! methods here.
+//!
+//! - `mod.rs`: loading (with ABI checks), attaching, pinning, `down`;
+//! - [`services`]: writing VIPs, backends, Maglev rings, runtime config, TX ports;
+//! - [`counters`]: reading the per-CPU counters;
+//! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and benchmarks.
+
+pub mod counters;
+pub mod services;
+pub mod test_run;
+
+pub use counters::Counters;
+pub use test_run::TestRunOutcome;
 
 use std::{
     io,
@@ -9,10 +21,10 @@ use std::{
 };
 
 use aya::{
-    maps::{MapData, PerCpuArray},
+    maps::PerCpuArray,
     programs::{
         links::{FdLink, PinnedLink},
-        TestRun, TestRunOptions, Xdp, XdpMode,
+        Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -50,6 +62,14 @@ pub enum DataplaneError {
     },
     #[error("interface `{0}` does not exist")]
     NoSuchInterface(String),
+    #[error("{what} {value} is out of range (at most {max})")]
+    OutOfRange {
+        what: &'static str,
+        value: u32,
+        max: u32,
+    },
+    #[error("allowing redirects to interface {ifindex} failed: {reason}")]
+    TxPort { ifindex: u32, reason: String },
     #[error("the program is not attached")]
     NotAttached,
     #[error("pinning {path} failed: {source}")]
@@ -113,46 +133,19 @@ impl PinLayout {
     }
 }
 
-/// Global counters summed over every CPU.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Indexed by [`Verdict`].
-    pub verdicts: [Counter; Verdict::COUNT as usize],
-    /// Indexed by [`TrafficClass`].
-    pub traffic: [Counter; TrafficClass::COUNT as usize],
+/// Options fixed when the object is loaded.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Flow-table capacity (entries; memory is preallocated, about 100 bytes each).
+    pub flow_entries: u32,
 }
 
-impl Counters {
-    pub fn verdict(&self, v: Verdict) -> Counter {
-        self.verdicts[v as usize]
-    }
-    pub fn traffic(&self, c: TrafficClass) -> Counter {
-        self.traffic[c as usize]
-    }
-    /// `self - earlier`, slot by slot (counters only grow while the maps live).
-    pub fn since(&self, earlier: &Counters) -> Counters {
-        fn sub<const N: usize>(a: &[Counter; N], b: &[Counter; N]) -> [Counter; N] {
-            core::array::from_fn(|i| Counter {
-                packets: a[i].packets.wrapping_sub(b[i].packets),
-                bytes: a[i].bytes.wrapping_sub(b[i].bytes),
-            })
-        }
-        Counters {
-            verdicts: sub(&self.verdicts, &earlier.verdicts),
-            traffic: sub(&self.traffic, &earlier.traffic),
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            flow_entries: lb_common::flow::DEFAULT_FLOW_ENTRIES,
         }
     }
-}
-
-/// The result of one `BPF_PROG_TEST_RUN` of the XDP program.
-#[derive(Debug)]
-pub struct TestRunOutcome {
-    /// The raw return value; [`Verdict::from_u32`] decodes it.
-    pub return_value: u32,
-    /// The frame as the program left it.
-    pub output: Vec<u8>,
-    /// The kernel's average time per repetition.
-    pub duration: std::time::Duration,
 }
 
 struct Attachment {
@@ -167,20 +160,30 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads `object` into the kernel and checks that its maps have the layout this agent
-    /// was built for. Nothing is attached yet.
+    /// Loads `object` into the kernel with default options and checks that its maps have
+    /// the layout this agent was built for. Nothing is attached yet.
     pub fn load(object: &[u8]) -> Result<Self, DataplaneError> {
-        let mut ebpf = EbpfLoader::new().load(object)?;
+        Self::load_with(object, &LoadOptions::default())
+    }
+
+    /// [`Dataplane::load`] with explicit options. Writes the default runtime config, so
+    /// the program is usable (with no VIPs) as soon as it is attached.
+    pub fn load_with(object: &[u8], options: &LoadOptions) -> Result<Self, DataplaneError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::FLOWS, options.flow_entries)
+            .load(object)?;
         check_maps(&ebpf)?;
         let prog = xdp_program(&mut ebpf)?;
         prog.load().map_err(|source| DataplaneError::Program {
             action: "loading the XDP program (verifier)",
             source,
         })?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf,
             attachment: None,
-        })
+        };
+        dp.set_config(&lb_common::LbConfig::default())?;
+        Ok(dp)
     }
 
     /// Attaches the program to `iface`. Refuses if persisted state for that interface
@@ -269,51 +272,6 @@ impl Dataplane {
         info!(iface = att.iface, dir = %layout.dir().display(), "data plane pinned; it keeps running after the agent exits");
         Ok(layout)
     }
-
-    /// Counters summed over every CPU.
-    pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let mut out = Counters::default();
-        read_counters(&self.ebpf, maps::VERDICTS, &mut out.verdicts)?;
-        read_counters(&self.ebpf, maps::TRAFFIC, &mut out.traffic)?;
-        Ok(out)
-    }
-
-    /// Runs the program once per repetition on `input` with `BPF_PROG_TEST_RUN`.
-    /// `headroom` is how many bytes the output may grow by (encapsulation).
-    pub fn test_run(
-        &self,
-        input: &[u8],
-        repeat: u32,
-        headroom: usize,
-    ) -> Result<TestRunOutcome, DataplaneError> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(programs::LB_XDP)
-            .ok_or(DataplaneError::MissingProgram(programs::LB_XDP))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                action: "finding the XDP program",
-                source,
-            })?;
-        let mut output = vec![0u8; input.len() + headroom];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut output),
-                repeat,
-                ..Default::default()
-            })
-            .map_err(|source| DataplaneError::Program {
-                action: "BPF_PROG_TEST_RUN",
-                source,
-            })?;
-        output.truncate(result.data_size_out as usize);
-        Ok(TestRunOutcome {
-            return_value: result.return_value,
-            output,
-            duration: result.duration,
-        })
-    }
 }
 
 /// Removes an interface's persisted state: unpinning the link detaches the program once
@@ -399,49 +357,64 @@ fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
         })
 }
 
-/// Every map the ABI names must exist with the entry count the ABI implies.
+/// Every map the ABI names must exist, with the key and value sizes and (for arrays) the
+/// entry counts this agent was built for. A mismatch means object and agent disagree on
+/// the ABI; loading stops before anything is attached.
 fn check_maps(ebpf: &Ebpf) -> Result<(), DataplaneError> {
-    for (name, expected) in [
-        (maps::VERDICTS, Verdict::COUNT),
-        (maps::TRAFFIC, TrafficClass::COUNT),
-    ] {
-        let map = per_cpu_counters(ebpf, name)?;
-        let actual = map.len();
-        if actual != expected {
-            return Err(DataplaneError::MapShape {
+    use aya::maps::{Array, HashMap};
+    use lb_common::{
+        service::{MAX_BACKENDS, MAX_VIPS},
+        Backend, DropReason, Event, FloodWindow, FlowKey, FlowValue, LbConfig, ServiceCounter,
+        VipKey, VipMeta,
+    };
+    for &name in maps::ALL {
+        ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+    }
+    let map = |name: &'static str| ebpf.map(name).ok_or(DataplaneError::MissingMap(name));
+    let shape =
+        |name: &'static str, source: aya::maps::MapError| DataplaneError::Map { name, source };
+    let len = |name: &'static str, expected: u32, actual: u32| {
+        if expected == actual {
+            Ok(())
+        } else {
+            Err(DataplaneError::MapShape {
                 name,
                 expected,
                 actual,
-            });
+            })
         }
+    };
+    for (name, expected) in [
+        (maps::VERDICTS, Verdict::COUNT),
+        (maps::TRAFFIC, TrafficClass::COUNT),
+        (maps::DROPS, DropReason::COUNT),
+        (maps::EVENTS, Event::COUNT),
+    ] {
+        let m = PerCpuArray::<_, Counter>::try_from(map(name)?).map_err(|e| shape(name, e))?;
+        len(name, expected, m.len())?;
     }
-    debug_assert_eq!(
-        maps::ALL.len(),
-        2,
-        "check_maps must cover every map in maps::ALL"
-    );
-    Ok(())
-}
-
-fn per_cpu_counters<'a>(
-    ebpf: &'a Ebpf,
-    name: &'static str,
-) -> Result<PerCpuArray<&'a MapData, Counter>, DataplaneError> {
-    let map = ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
-    PerCpuArray::try_from(map).map_err(|source| DataplaneError::Map { name, source })
-}
-
-fn read_counters(
-    ebpf: &Ebpf,
-    name: &'static str,
-    out: &mut [Counter],
-) -> Result<(), DataplaneError> {
-    let map = per_cpu_counters(ebpf, name)?;
-    for (i, slot) in out.iter_mut().enumerate() {
-        let values = map
-            .get(&(i as u32), 0)
-            .map_err(|source| DataplaneError::Map { name, source })?;
-        *slot = Counter::sum(values.iter());
+    for (name, expected) in [
+        (maps::VIP_STATS, MAX_VIPS),
+        (maps::BACKEND_STATS, MAX_BACKENDS),
+    ] {
+        let m =
+            PerCpuArray::<_, ServiceCounter>::try_from(map(name)?).map_err(|e| shape(name, e))?;
+        len(name, expected, m.len())?;
     }
+    let m = PerCpuArray::<_, FloodWindow>::try_from(map(maps::FLOOD)?)
+        .map_err(|e| shape(maps::FLOOD, e))?;
+    len(maps::FLOOD, 1, m.len())?;
+    let m = Array::<_, Backend>::try_from(map(maps::BACKENDS)?)
+        .map_err(|e| shape(maps::BACKENDS, e))?;
+    len(maps::BACKENDS, MAX_BACKENDS, m.len())?;
+    let m =
+        Array::<_, LbConfig>::try_from(map(maps::CONFIG)?).map_err(|e| shape(maps::CONFIG, e))?;
+    len(maps::CONFIG, 1, m.len())?;
+    HashMap::<_, VipKey, VipMeta>::try_from(map(maps::VIPS)?).map_err(|e| shape(maps::VIPS, e))?;
+    HashMap::<_, FlowKey, FlowValue>::try_from(map(maps::FLOWS)?)
+        .map_err(|e| shape(maps::FLOWS, e))?;
+    let m = aya::maps::ArrayOfMaps::<_, aya::maps::MapData>::try_from(map(maps::RINGS)?)
+        .map_err(|e| shape(maps::RINGS, e))?;
+    len(maps::RINGS, MAX_VIPS, m.len())?;
     Ok(())
 }

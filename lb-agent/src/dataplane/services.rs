@@ -1,0 +1,151 @@
+//! Writing what the data plane forwards by: runtime config, VIPs, backends, Maglev rings
+//! and the interfaces packets may be redirected to.
+
+use aya::maps::{Array, ArrayOfMaps, DevMapHash, HashMap, MapData};
+use lb_common::{
+    maps,
+    service::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_RING_SIZE, MAX_VIPS},
+    Backend, FlowKey, FlowValue, LbConfig, VipKey, VipMeta,
+};
+
+use super::{Dataplane, DataplaneError};
+
+impl Dataplane {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
+    }
+
+    /// Replaces the runtime config (one map update: packets see old or new, never a mix).
+    pub fn set_config(&mut self, cfg: &LbConfig) -> Result<(), DataplaneError> {
+        let name = maps::CONFIG;
+        let mut m = Array::<_, LbConfig>::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        m.set(0, cfg, 0)
+            .map_err(|source| DataplaneError::Map { name, source })
+    }
+
+    /// The runtime config the data plane currently reads.
+    pub fn config(&self) -> Result<LbConfig, DataplaneError> {
+        let name = maps::CONFIG;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        let m = Array::<_, LbConfig>::try_from(map)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        m.get(&0, 0)
+            .map_err(|source| DataplaneError::Map { name, source })
+    }
+
+    /// Writes backend slot `id` (set `backend_flags::IN_USE` for a live backend; an
+    /// all-zero value clears the slot).
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        if id >= MAX_BACKENDS {
+            return Err(DataplaneError::OutOfRange {
+                what: "backend id",
+                value: id,
+                max: MAX_BACKENDS - 1,
+            });
+        }
+        let name = maps::BACKENDS;
+        let mut m = Array::<_, Backend>::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        m.set(id, backend, 0)
+            .map_err(|source| DataplaneError::Map { name, source })
+    }
+
+    /// Adds or replaces a VIP entry (including fragment entries, see
+    /// `lb_common::service::FAMILY_FRAG_KEY`).
+    pub fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataplaneError> {
+        if meta.vip_id >= MAX_VIPS {
+            return Err(DataplaneError::OutOfRange {
+                what: "VIP id",
+                value: meta.vip_id,
+                max: MAX_VIPS - 1,
+            });
+        }
+        let name = maps::VIPS;
+        let mut m = HashMap::<_, VipKey, VipMeta>::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        m.insert(key, meta, 0)
+            .map_err(|source| DataplaneError::Map { name, source })
+    }
+
+    /// Removes a VIP entry; removing one that does not exist is not an error.
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        let name = maps::VIPS;
+        let mut m = HashMap::<_, VipKey, VipMeta>::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        match m.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(DataplaneError::Map { name, source }),
+        }
+    }
+
+    /// Installs a complete Maglev ring for `vip_id`: a new inner map is created and filled
+    /// first, then swapped in with a single update of the outer array, so no packet ever
+    /// sees a half-written ring. Returns once the new ring is live.
+    ///
+    /// If the ring size changes, update the VIP's `ring_size` after installing a larger
+    /// ring and before installing a smaller one, so every index a packet computes exists.
+    pub fn install_ring(&mut self, vip_id: u32, slots: &[u32]) -> Result<(), DataplaneError> {
+        let size = slots.len() as u32;
+        if vip_id >= MAX_VIPS {
+            return Err(DataplaneError::OutOfRange {
+                what: "VIP id",
+                value: vip_id,
+                max: MAX_VIPS - 1,
+            });
+        }
+        if size == 0 || size > MAX_RING_SIZE {
+            return Err(DataplaneError::OutOfRange {
+                what: "ring size",
+                value: size,
+                max: MAX_RING_SIZE,
+            });
+        }
+        let name = maps::RINGS;
+        let mut inner = Array::<MapData, u32>::create(size, BPF_F_INNER_MAP)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        for (i, slot) in slots.iter().enumerate() {
+            inner
+                .set(i as u32, slot, 0)
+                .map_err(|source| DataplaneError::Map { name, source })?;
+        }
+        let mut outer = ArrayOfMaps::<_, Array<MapData, u32>>::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        outer
+            .set(vip_id, &inner, 0)
+            .map_err(|source| DataplaneError::Map { name, source })
+    }
+
+    /// Allows `XDP_REDIRECT` to interface `ifindex` (egress other than the ingress one).
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let name = maps::TX_PORTS;
+        let mut m = DevMapHash::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        m.insert(ifindex, ifindex, None, 0)
+            .map_err(|e| DataplaneError::TxPort {
+                ifindex,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The flow table's entry for `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
+        let name = maps::FLOWS;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        let m = HashMap::<_, FlowKey, FlowValue>::try_from(map)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DataplaneError::Map { name, source }),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Every map of the data plane. Names and value layouts come from `lb_common`; each name
+//! is repeated here as a literal because the `#[map]` attribute needs one (the agent
+//! checks that every `lb_common::maps::ALL` name exists in the object it loads).
+
+use aya_ebpf::{
+    btf_maps::{Array as BtfArray, ArrayOfMaps},
+    macros::{btf_map, map},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    flow::{BPF_F_NO_COMMON_LRU, DEFAULT_FLOW_ENTRIES},
+    service::{BPF_F_INNER_MAP, DEFAULT_RING_SIZE, MAX_BACKENDS, MAX_VIPS},
+    Backend, Counter, DropReason, Event, FloodWindow, FlowKey, FlowValue, LbConfig, ServiceCounter,
+    TrafficClass, Verdict, VipKey, VipMeta,
+};
+
+#[map(name = "LB_VERDICT_V1")]
+pub static VERDICTS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Verdict::COUNT, 0);
+
+#[map(name = "LB_TRAFFIC_V1")]
+pub static TRAFFIC: PerCpuArray<Counter> = PerCpuArray::with_max_entries(TrafficClass::COUNT, 0);
+
+#[map(name = "LB_DROP_V1")]
+pub static DROPS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
+
+#[map(name = "LB_EVENT_V1")]
+pub static EVENTS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Event::COUNT, 0);
+
+/// Twice `MAX_VIPS`: each VIP address/protocol also has a fragment entry (see `select`).
+#[map(name = "LB_VIP_V1")]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS * 2, 0);
+
+/// The Maglev rings: one inner array of backend ids per VIP id. The agent builds a new
+/// inner map completely and then swaps it in with one update of the outer slot, so a
+/// packet sees either the whole old ring or the whole new one.
+#[btf_map(name = "LB_RING_V1")]
+pub static RINGS: ArrayOfMaps<
+    BtfArray<u32, { DEFAULT_RING_SIZE as usize }, { BPF_F_INNER_MAP as usize }>,
+    { MAX_VIPS as usize },
+> = ArrayOfMaps::new();
+
+#[map(name = "LB_BACKEND_V1")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// The agent sets the real capacity at load time.
+#[map(name = "LB_FLOW_V1")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+#[map(name = "LB_CONFIG_V1")]
+pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "LB_VIP_STATS_V1")]
+pub static VIP_STATS: PerCpuArray<ServiceCounter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "LB_BE_STATS_V1")]
+pub static BACKEND_STATS: PerCpuArray<ServiceCounter> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "LB_FLOOD_V1")]
+pub static FLOOD: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "LB_TX_PORTS_V1")]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);

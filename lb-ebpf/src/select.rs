@@ -1,0 +1,188 @@
+//! Which backend: VIP match, then the flow table, then the VIP's Maglev ring.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lb_common::{
+    service::{backend_flags, vip_flags, FAMILY_FRAG_KEY, PROTO_TCP, PROTO_UDP},
+    Backend, DropReason, Event, FlowValue, LbConfig, VipKey, VipMeta, NO_BACKEND,
+};
+
+use crate::{
+    maps::{BACKENDS, FLOOD, FLOWS, RINGS, VIPS},
+    parse::{Frag, Packet, TCP_ACK, TCP_RST, TCP_SYN},
+    stats::count_event,
+};
+
+/// The VIP a packet is addressed to: exact port first, then the VIP's port-0 ("every
+/// port") entry. A later fragment has no ports and uses the fragment entry.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value is copied onto the 512-byte BPF stack"
+)]
+pub fn vip_for(pkt: &Packet) -> Option<VipMeta> {
+    let mut key = VipKey {
+        addr: pkt.key.dst,
+        port: pkt.key.dport,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+    };
+    if pkt.frag == Frag::Later {
+        key.port = 0;
+        key.family |= FAMILY_FRAG_KEY;
+        // SAFETY: the value is copied out before any other map operation.
+        return unsafe { VIPS.get(&key) }.copied();
+    }
+    // SAFETY: as above.
+    if let Some(meta) = unsafe { VIPS.get(&key) } {
+        return Some(*meta);
+    }
+    key.port = 0;
+    // SAFETY: as above.
+    unsafe { VIPS.get(&key) }.copied()
+}
+
+/// The backend chosen for a packet.
+pub struct Choice {
+    pub backend_id: u32,
+    pub backend: Backend,
+    /// The flow hash (also feeds tunnel outer headers, so a backend's NIC spreads flows).
+    pub hash: u32,
+    /// A flow the flow table did not know (counted as a new flow).
+    pub new_flow: bool,
+}
+
+#[inline(always)]
+fn backend(id: u32) -> Result<Backend, DropReason> {
+    if id == NO_BACKEND {
+        return Err(DropReason::NoBackend);
+    }
+    match BACKENDS.get(id) {
+        Some(b) if b.flags & backend_flags::IN_USE != 0 => Ok(*b),
+        _ => Err(DropReason::BadBackend),
+    }
+}
+
+/// The ring's pick for `hash`.
+#[inline(always)]
+pub fn ring_pick(vip: &VipMeta, hash: u32) -> Result<u32, DropReason> {
+    if vip.ring_size == 0 {
+        return Err(DropReason::NoBackend);
+    }
+    let slot = hash % vip.ring_size;
+    match RINGS.get_value(vip.vip_id, &slot) {
+        Some(id) => Ok(*id),
+        None => Err(DropReason::NoBackend),
+    }
+}
+
+/// Flow table, then ring. TCP SYN always re-hashes (a reused tuple is a new connection);
+/// RST never creates an entry; UDP entries idle past the configured time are ignored;
+/// above the per-CPU new-flow rate, new flows are forwarded by hash without an entry.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value is copied onto the 512-byte BPF stack"
+)]
+pub fn choose(
+    pkt: &Packet,
+    vip: &VipMeta,
+    cfg: &LbConfig,
+    bytes: u64,
+) -> Result<Choice, DropReason> {
+    let hash = lb_common::hash::flow_hash(&pkt.key, vip.flags, cfg.hash_seed);
+
+    // Fragment routing hashes (source, destination, protocol) only, for every packet of
+    // the VIP; a flow table keyed on ports cannot serve it, so it is bypassed.
+    if vip.flags & vip_flags::FRAG_ROUTE != 0 {
+        if pkt.frag != Frag::No {
+            count_event(Event::FragmentRouted, bytes);
+        }
+        let id = ring_pick(vip, hash)?;
+        return Ok(Choice {
+            backend_id: id,
+            backend: backend(id)?,
+            hash,
+            new_flow: false,
+        });
+    }
+
+    let tcp = pkt.key.proto == PROTO_TCP;
+    let syn = tcp && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    if let Some(entry) = FLOWS.get_ptr_mut(&pkt.key) {
+        // SAFETY: the pointer is valid for this program run; a concurrent update of the
+        // same entry on another CPU can at worst give a torn `last_seen_ns`, which only
+        // affects expiry by one packet.
+        let entry = unsafe { &mut *entry };
+        let idle = now.wrapping_sub(entry.last_seen_ns);
+        let expired = pkt.key.proto == PROTO_UDP && idle > cfg.udp_idle_ns;
+        if syn {
+            count_event(Event::SynRehash, bytes);
+        } else if entry.vip_id != vip.vip_id || expired {
+            count_event(Event::FlowStale, bytes);
+        } else if let Ok(b) = backend(entry.backend_id) {
+            if pkt.key.proto == PROTO_UDP {
+                entry.last_seen_ns = now;
+            }
+            count_event(Event::FlowHit, bytes);
+            return Ok(Choice {
+                backend_id: entry.backend_id,
+                backend: b,
+                hash,
+                new_flow: false,
+            });
+        } else {
+            // The backend was removed since: re-hash onto the current ring.
+            count_event(Event::FlowStale, bytes);
+        }
+    }
+
+    let id = ring_pick(vip, hash)?;
+    let b = backend(id)?;
+    if tcp && pkt.tcp_flags & TCP_RST != 0 {
+        count_event(Event::RstNoEntry, bytes);
+    } else if throttled(cfg, now) {
+        count_event(Event::FlowThrottled, bytes);
+    } else {
+        let value = FlowValue {
+            backend_id: id,
+            vip_id: vip.vip_id,
+            last_seen_ns: now,
+        };
+        // An LRU insert only fails on allocation trouble; the packet is still forwarded
+        // by hash, which is what the flow table would have said anyway.
+        if FLOWS.insert(&pkt.key, &value, 0).is_ok() {
+            count_event(Event::FlowNew, bytes);
+        }
+    }
+    Ok(Choice {
+        backend_id: id,
+        backend: b,
+        hash,
+        new_flow: true,
+    })
+}
+
+/// Flood guard: at most `max_new_flows_per_cpu` flow-table inserts per second per CPU.
+#[inline(always)]
+fn throttled(cfg: &LbConfig, now: u64) -> bool {
+    if cfg.max_new_flows_per_cpu == 0 {
+        return false;
+    }
+    let Some(w) = FLOOD.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU slot, written only by this CPU.
+    let w = unsafe { &mut *w };
+    if now.wrapping_sub(w.window_start_ns) >= 1_000_000_000 {
+        w.window_start_ns = now;
+        w.new_flows = 0;
+    }
+    if w.new_flows >= cfg.max_new_flows_per_cpu as u64 {
+        return true;
+    }
+    w.new_flows += 1;
+    false
+}
