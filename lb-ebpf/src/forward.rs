@@ -16,7 +16,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     csum,
-    maps::TX_PORTS,
+    maps::{FIB_SCRATCH, TX_PORTS},
     parse::{ptr_at, ptr_at_mut, Packet, ETH_P_IP, ETH_P_IPV6},
     select::Choice,
     stats::count_event,
@@ -56,8 +56,14 @@ fn next_hop(
     tot_len: usize,
     pkt: &Packet,
 ) -> Result<NextHop, Out> {
+    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
+        return Err(Out::Drop(DropReason::FibFailed));
+    };
+    // SAFETY: a per-CPU scratch slot, used by this program run only; every field the
+    // helper reads is written below (the rest is zeroed).
+    let p = unsafe { &mut *p };
     // SAFETY: all-zero is a valid value of this plain C struct.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    *p = unsafe { core::mem::zeroed() };
     p.l4_protocol = pkt.key.proto;
     p.sport = pkt.key.sport;
     p.dport = pkt.key.dport;
@@ -79,7 +85,7 @@ fn next_hop(
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.ctx as *mut _,
-            &mut p,
+            p,
             core::mem::size_of::<FibParams>() as i32,
             0,
         )
@@ -253,16 +259,17 @@ fn write_ipv4(
     let src = ((base & !host_mask) | (choice.hash & host_mask)).to_be_bytes();
     let len = (outer_len as u16).to_be_bytes();
     let b = &choice.backend.addr;
-    let mut h: [u8; 20] = [
+    let h = ptr_at_mut::<[u8; 20]>(ctx, l3)?;
+    // SAFETY: bounds checked by `ptr_at_mut`. Written in place: a header built on the
+    // stack first would cost 20 of the program's 512 stack bytes.
+    let h = unsafe { &mut *h };
+    *h = [
         0x45, pkt.tos, len[0], len[1], 0, 0, 0x40, 0, OUTER_TTL, proto, 0, 0, src[0], src[1],
         src[2], src[3], b[0], b[1], b[2], b[3],
     ];
-    let c = csum::ipv4_header(&h).to_be_bytes();
+    let c = csum::ipv4_header(h).to_be_bytes();
     h[10] = c[0];
     h[11] = c[1];
-    let out = ptr_at_mut::<[u8; 20]>(ctx, l3)?;
-    // SAFETY: bounds checked by `ptr_at_mut`.
-    unsafe { *out = h };
     Some(())
 }
 
@@ -289,7 +296,9 @@ fn write_ipv6(
         src[14] = hb[2];
         src[15] = hb[3];
     }
-    let mut h = [0u8; 40];
+    let h = ptr_at_mut::<[u8; 40]>(ctx, l3)?;
+    // SAFETY: bounds checked by `ptr_at_mut`; written in place (see `write_ipv4`).
+    let h = unsafe { &mut *h };
     h[0] = 0x60 | (pkt.tos >> 4);
     h[1] = (pkt.tos << 4) | ((hash >> 16) & 0x0f) as u8;
     h[2] = (hash >> 8) as u8;
@@ -300,8 +309,5 @@ fn write_ipv6(
     h[7] = OUTER_TTL;
     h[8..24].copy_from_slice(&src);
     h[24..40].copy_from_slice(&choice.backend.addr);
-    let out = ptr_at_mut::<[u8; 40]>(ctx, l3)?;
-    // SAFETY: bounds checked by `ptr_at_mut`.
-    unsafe { *out = h };
     Some(())
 }

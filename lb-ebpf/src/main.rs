@@ -10,6 +10,7 @@
 
 mod csum;
 mod forward;
+mod icmp;
 mod maps;
 mod parse;
 mod select;
@@ -46,34 +47,59 @@ fn try_lb(ctx: &XdpContext, bytes: u64) -> Verdict {
             pkt
         }
     };
-    let Some(vip) = select::vip_for(&pkt) else {
-        stats::count_event(Event::PassNotVip, bytes);
+    let Some(cfg) = maps::CONFIG.get(0) else {
         return Verdict::Pass;
     };
-    let drop = |reason: DropReason| {
-        stats::count_drop(reason, bytes);
-        stats::count_vip(vip.vip_id, bytes);
-        Verdict::Drop
+    // Both paths end in the one `send` below: forwarding code inlined once keeps the
+    // entry point within the 512-byte BPF stack.
+    let (vip, choice, icmp_error) = match icmp::quoted_flow(ctx, &pkt)
+        .and_then(|flow| select::vip_for_key(&flow).map(|vip| (flow, vip)))
+    {
+        // An ICMP error quoting a VIP flow: to that flow's backend, learning nothing.
+        Some((flow, vip)) => (vip, select::existing(&flow, &vip, cfg), true),
+        None => {
+            let Some(vip) = select::vip_for(&pkt) else {
+                stats::count_event(Event::PassNotVip, bytes);
+                return Verdict::Pass;
+            };
+            // Fragments reach a backend only on VIPs configured to route them; a later
+            // fragment has no L4 header to validate, a first one must carry a sound one.
+            let frag_route = vip.flags & vip_flags::FRAG_ROUTE != 0;
+            match pkt.frag {
+                Frag::No if !pkt.l4_ok => return drop(DropReason::Malformed, vip.vip_id, bytes),
+                Frag::First | Frag::Later if !frag_route => {
+                    return drop(DropReason::Fragment, vip.vip_id, bytes)
+                }
+                Frag::First if !pkt.l4_ok => return drop(DropReason::Malformed, vip.vip_id, bytes),
+                _ => {}
+            }
+            (vip, select::choose(&pkt, &vip, cfg, bytes), false)
+        }
     };
-    // Fragments reach a backend only on VIPs configured to route them; a later fragment
-    // has no L4 header to validate, a first one must carry a sound one.
-    let frag_route = vip.flags & vip_flags::FRAG_ROUTE != 0;
-    match pkt.frag {
-        Frag::No if !pkt.l4_ok => return drop(DropReason::Malformed),
-        Frag::First | Frag::Later if !frag_route => return drop(DropReason::Fragment),
-        Frag::First if !pkt.l4_ok => return drop(DropReason::Malformed),
-        _ => {}
-    }
-    let Some(cfg) = maps::CONFIG.get(0) else {
-        return drop(DropReason::NoBackend);
-    };
-    let choice = match select::choose(&pkt, &vip, cfg, bytes) {
+    let choice = match choice {
         Ok(c) => c,
-        Err(reason) => return drop(reason),
+        Err(reason) => return drop(reason, vip.vip_id, bytes),
     };
+    let verdict = send(ctx, &pkt, &vip, &choice, cfg, bytes);
+    if icmp_error && (verdict == Verdict::Tx || verdict == Verdict::Redirect) {
+        stats::count_event(Event::IcmpErrorRouted, bytes);
+    }
+    verdict
+}
+
+/// Forwards to the chosen backend by the VIP's method and counts the outcome.
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    pkt: &parse::Packet,
+    vip: &lb_common::VipMeta,
+    choice: &select::Choice,
+    cfg: &lb_common::LbConfig,
+    bytes: u64,
+) -> Verdict {
     let out = match vip.mode {
-        mode::DR => forward::direct(ctx, &pkt, &choice),
-        _ => forward::tunnel(ctx, &pkt, &vip, &choice, cfg),
+        mode::DR => forward::direct(ctx, pkt, choice),
+        _ => forward::tunnel(ctx, pkt, vip, choice, cfg),
     };
     match out {
         Out::Sent(v) => {
@@ -82,9 +108,17 @@ fn try_lb(ctx: &XdpContext, bytes: u64) -> Verdict {
             stats::count_event(Event::Forwarded, bytes);
             v
         }
-        Out::Drop(reason) => drop(reason),
+        Out::Drop(reason) => drop(reason, vip.vip_id, bytes),
         Out::Pass => Verdict::Pass,
     }
+}
+
+/// Counts a dropped VIP packet (by reason, and against its VIP).
+#[inline(always)]
+fn drop(reason: DropReason, vip_id: u32, bytes: u64) -> Verdict {
+    stats::count_drop(reason, bytes);
+    stats::count_vip(vip_id, bytes);
+    Verdict::Drop
 }
 
 #[inline(always)]

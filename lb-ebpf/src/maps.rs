@@ -60,5 +60,12 @@ pub static BACKEND_STATS: PerCpuArray<ServiceCounter> =
 #[map(name = "LB_FLOOD_V1")]
 pub static FLOOD: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0);
 
+/// Scratch space for `bpf_fib_lookup`'s 64-byte parameter block, which would otherwise
+/// take an eighth of the 512-byte BPF stack. Per CPU, so never shared mid-use; not part
+/// of the ABI (nothing outside the program reads it, nothing pins it).
+#[map(name = "LB_SCRATCH_FIB")]
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "LB_TX_PORTS_V1")]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     service::{backend_flags, vip_flags, FAMILY_FRAG_KEY, PROTO_TCP, PROTO_UDP},
-    Backend, DropReason, Event, FlowValue, LbConfig, VipKey, VipMeta, NO_BACKEND,
+    Backend, DropReason, Event, FlowKey, FlowValue, LbConfig, VipKey, VipMeta, NO_BACKEND,
 };
 
 use crate::{
@@ -163,6 +163,58 @@ pub fn choose(
         hash,
         new_flow: true,
     })
+}
+
+/// The backend an existing flow uses, without learning anything: the flow table's entry
+/// if it is current, else the ring. Used for ICMP errors that quote a VIP flow, which
+/// must reach that flow's backend but never create or refresh an entry.
+#[inline(always)]
+pub fn existing(key: &FlowKey, vip: &VipMeta, cfg: &LbConfig) -> Result<Choice, DropReason> {
+    let hash = lb_common::hash::flow_hash(key, vip.flags, cfg.hash_seed);
+    if vip.flags & vip_flags::FRAG_ROUTE == 0 {
+        // SAFETY: the value is copied out before any other map operation.
+        if let Some(entry) = unsafe { FLOWS.get(key) } {
+            if entry.vip_id == vip.vip_id {
+                if let Ok(b) = backend(entry.backend_id) {
+                    return Ok(Choice {
+                        backend_id: entry.backend_id,
+                        backend: b,
+                        hash,
+                        new_flow: false,
+                    });
+                }
+            }
+        }
+    }
+    let id = ring_pick(vip, hash)?;
+    Ok(Choice {
+        backend_id: id,
+        backend: backend(id)?,
+        hash,
+        new_flow: false,
+    })
+}
+
+/// The VIP for a flow key (destination = the VIP), exact port then port 0.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value is copied onto the 512-byte BPF stack"
+)]
+pub fn vip_for_key(flow: &FlowKey) -> Option<VipMeta> {
+    let mut key = VipKey {
+        addr: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+    };
+    // SAFETY: the value is copied out before any other map operation.
+    if let Some(meta) = unsafe { VIPS.get(&key) } {
+        return Some(*meta);
+    }
+    key.port = 0;
+    // SAFETY: as above.
+    unsafe { VIPS.get(&key) }.copied()
 }
 
 /// Flood guard: at most `max_new_flows_per_cpu` flow-table inserts per second per CPU.

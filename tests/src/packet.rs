@@ -359,3 +359,40 @@ pub mod edit {
         out
     }
 }
+
+/// An ICMPv4 error from `router` to `to`, quoting `quoted` (an IP packet without
+/// Ethernet; the first 28 bytes are quoted, as RFC 792 requires at least).
+pub fn icmp4_error(
+    router: Ipv4Addr,
+    to: Ipv4Addr,
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let q = &quoted[..quoted.len().min(28)];
+    finish(
+        eth()
+            .ipv4(router.octets(), to.octets(), 64)
+            .icmpv4_raw(icmp_type, code, rest),
+        q,
+    )
+}
+
+/// An ICMPv6 error from `router` to `to`, quoting up to 48 bytes of `quoted`.
+pub fn icmp6_error(
+    router: Ipv6Addr,
+    to: Ipv6Addr,
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let q = &quoted[..quoted.len().min(48)];
+    finish(
+        eth()
+            .ipv6(router.octets(), to.octets(), 64)
+            .icmpv6_raw(icmp_type, code, rest),
+        q,
+    )
+}

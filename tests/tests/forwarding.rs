@@ -177,9 +177,10 @@ impl Builder<'_> {
 
 fn input_tcp_flags(f: &[u8]) -> u8 {
     // Only used for untagged IPv4/IPv6 TCP fixtures without options/extensions.
+    // 0 for anything that is not TCP (an ICMP error quoting TCP is not a reset).
     match u16::from_be_bytes([f[12], f[13]]) {
-        0x0800 => f[14 + ((f[14] & 0x0f) as usize) * 4 + 13],
-        0x86dd => f[14 + 40 + 13],
+        0x0800 if f[14 + 9] == PROTO_TCP => f[14 + ((f[14] & 0x0f) as usize) * 4 + 13],
+        0x86dd if f[14 + 6] == PROTO_TCP => f[14 + 40 + 13],
         _ => 0,
     }
 }
@@ -595,6 +596,71 @@ fn cases(s: &Scenario) -> Vec<Case> {
         frag6,
         DropReason::Fragment,
         &[],
+    );
+
+    // --- ICMP errors quoting a VIP flow go to that flow's backend ----------------------
+    let router4 = Ipv4Addr::new(198, 18, 50, 1);
+    let router6 = Ipv6Addr::new(0x2001, 2, 0, 0x50, 0, 0, 0, 1);
+    // The backend's reply (VIP → client) that a router answered.
+    let reply4 = packet::tcp4_syn(dr4, dr4p, CLIENT4, 40000)[14..].to_vec();
+    let frag_needed = packet::icmp4_error(router4, dr4, 3, 4, [0, 0, 0x05, 0x78], &reply4);
+    b.dr(
+        "icmp4 frag-needed quoting a dr4 flow",
+        "dr4",
+        k,
+        frag_needed,
+        &[E::IcmpErrorRouted, E::Forwarded],
+        false,
+    );
+    let reply6 = packet::tcp6_syn(dr6, dr6p, CLIENT6, 41000)[14..].to_vec();
+    let too_big = packet::icmp6_error(router6, dr6, 2, 0, 1280u32.to_be_bytes(), &reply6);
+    b.dr(
+        "icmp6 packet-too-big quoting a dr6 flow",
+        "dr6",
+        k6,
+        too_big,
+        &[E::IcmpErrorRouted, E::Forwarded],
+        false,
+    );
+    let unreach6 = packet::icmp6_error(router6, dr6, 1, 4, [0; 4], &reply6);
+    b.dr(
+        "icmp6 port unreachable quoting a dr6 flow",
+        "dr6",
+        k6,
+        unreach6,
+        &[E::IcmpErrorRouted, E::Forwarded],
+        false,
+    );
+    let reply_udp = packet::udp4(t4, t4p, CLIENT4, 42000, b"answer")[14..].to_vec();
+    let unreach = packet::icmp4_error(router4, t4, 3, 3, [0; 4], &reply_udp);
+    b.tunnel(
+        "icmp4 port unreachable quoting a tun4 flow: tunnelled",
+        "tun4",
+        ku,
+        unreach,
+        14,
+        &[E::IcmpErrorRouted, E::Forwarded],
+    );
+    let other = packet::tcp4_syn(Ipv4Addr::new(198, 18, 2, 1), 22, CLIENT4, 50000)[14..].to_vec();
+    b.pass(
+        "icmp4 error quoting a non-VIP flow",
+        packet::icmp4_error(router4, Ipv4Addr::new(198, 18, 2, 1), 3, 4, [0; 4], &other),
+        &[E::PassNotVip],
+    );
+    b.pass(
+        "icmp4 error quoting 4 bytes only",
+        packet::icmp4_error(router4, dr4, 3, 4, [0; 4], &reply4[..4]),
+        &[E::PassNotVip],
+    );
+    b.pass(
+        "icmp4 error to another address than the one quoted",
+        packet::icmp4_error(router4, Ipv4Addr::new(198, 18, 2, 1), 3, 4, [0; 4], &reply4),
+        &[E::PassNotVip],
+    );
+    b.pass(
+        "icmp4 time exceeded (not routed)",
+        packet::icmp4_error(router4, dr4, 11, 0, [0; 4], &reply4),
+        &[E::PassNotVip],
     );
 
     // --- Drops for VIP traffic -----------------------------------------------------------
