@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod config;
+pub mod decap;
 pub mod flow;
 pub mod hash;
 pub mod service;
@@ -82,11 +83,27 @@ pub mod maps {
         TX_PORTS,
     ];
 
-    const _: () = {
+    /// Hash [`crate::decap::DecapKey`] → `u32` (unused): outer destinations `lb_decap`
+    /// decapsulates for.
+    pub const DECAP_ADDRS: &str = "LB_DECAP_ADR_V1";
+    /// One-entry array holding [`crate::decap::DecapConfig`].
+    pub const DECAP_CONFIG: &str = "LB_DECAP_CFG_V1";
+    /// Per-CPU array of [`crate::Counter`] indexed by [`crate::decap::DecapEvent`].
+    pub const DECAP_STATS: &str = "LB_DECAP_ST_V1";
+
+    /// The maps of `lb_decap`.
+    pub const DECAP_ALL: &[&str] = &[DECAP_ADDRS, DECAP_CONFIG, DECAP_STATS];
+
+    const fn names_fit(names: &[&str]) {
         let mut i = 0;
-        while i < ALL.len() {
-            assert!(ALL[i].len() <= 15, "kernel map names are at most 15 bytes");
+        while i < names.len() {
+            assert!(
+                names[i].len() <= 15,
+                "kernel map names are at most 15 bytes"
+            );
             i += 1;
         }
-    };
+    }
+    const _: () = names_fit(ALL);
+    const _: () = names_fit(DECAP_ALL);
 }

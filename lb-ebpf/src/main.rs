@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), no_main)]
 
 mod csum;
+mod decap;
 mod forward;
 mod icmp;
 mod maps;
@@ -33,6 +34,18 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let verdict = try_lb(&ctx, bytes);
     stats::count_verdict(verdict, bytes);
     verdict as u32
+}
+
+/// Decapsulation for backends (see `decap`): a separate entry point in the same object.
+#[xdp]
+pub fn lb_decap(ctx: XdpContext) -> u32 {
+    let bytes = frame_len(&ctx);
+    let event = decap::try_decap(&ctx);
+    decap::count(event, bytes);
+    match event {
+        lb_common::decap::DecapEvent::Malformed => Verdict::Drop as u32,
+        _ => Verdict::Pass as u32,
+    }
 }
 
 #[inline(always)]

@@ -99,7 +99,7 @@ pub enum Parsed {
 /// Where the L3 header starts and which Ethernet type it carries, after skipping up to
 /// two VLAN tags (802.1Q, or 802.1ad outer + 802.1Q inner).
 #[inline(always)]
-fn l3_start(ctx: &XdpContext) -> Option<(usize, u16)> {
+pub fn l3_start(ctx: &XdpContext) -> Option<(usize, u16)> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: `ptr_at` checked that the whole header lies inside the frame.
     let mut ether_type = unsafe { (*eth).ether_type };

@@ -6,9 +6,11 @@
 //! - `mod.rs`: loading (with ABI checks), attaching, pinning, `down`;
 //! - [`services`]: writing VIPs, backends, Maglev rings, runtime config, TX ports;
 //! - [`counters`]: reading the per-CPU counters;
-//! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and benchmarks.
+//! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and benchmarks;
+//! - [`decap`]: the backend-side `lb_decap` program.
 
 pub mod counters;
+pub mod decap;
 pub mod services;
 pub mod test_run;
 
@@ -102,7 +104,7 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn xdp_mode(self) -> XdpMode {
+    pub(crate) fn xdp_mode(self) -> XdpMode {
         match self {
             Self::Native => XdpMode::Driver,
             Self::Generic => XdpMode::Skb,
