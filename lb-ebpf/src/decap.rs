@@ -21,7 +21,7 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::parse::{l3_start, ptr_at, ptr_at_mut, ETH_P_IP, ETH_P_IPV6};
+use crate::parse::{l3_start, ptr_at, read_l2, write_l2, ETH_P_IP, ETH_P_IPV6};
 
 #[map(name = "LB_DECAP_ADR_V1")]
 static DECAP_ADDRS: HashMap<DecapKey, u32> = HashMap::with_max_entries(256, 0);
@@ -146,48 +146,4 @@ pub fn try_decap(ctx: &XdpContext) -> DecapEvent {
         return DecapEvent::Malformed;
     }
     DecapEvent::Decapsulated
-}
-
-/// The Ethernet header and up to two VLAN tags (`l3` is 14, 18 or 22 bytes).
-#[inline(always)]
-fn read_l2(ctx: &XdpContext, l3: usize) -> Option<[u8; 22]> {
-    let mut l2 = [0u8; 22];
-    let eth = ptr_at::<[u8; 14]>(ctx, 0)?;
-    // SAFETY: bounds checked by `ptr_at`.
-    l2[..14].copy_from_slice(unsafe { &*eth });
-    if l3 >= 18 {
-        let tag = ptr_at::<[u8; 4]>(ctx, 14)?;
-        // SAFETY: bounds checked by `ptr_at`.
-        l2[14..18].copy_from_slice(unsafe { &*tag });
-    }
-    if l3 >= 22 {
-        let tag = ptr_at::<[u8; 4]>(ctx, 18)?;
-        // SAFETY: bounds checked by `ptr_at`.
-        l2[18..22].copy_from_slice(unsafe { &*tag });
-    }
-    Some(l2)
-}
-
-/// Writes `l3` bytes of `l2` at the start of the frame (constant-size writes per case,
-/// which the verifier can check).
-#[inline(always)]
-fn write_l2(ctx: &XdpContext, l3: usize, l2: &[u8; 22]) -> Option<()> {
-    match l3 {
-        14 => {
-            let p = ptr_at_mut::<[u8; 14]>(ctx, 0)?;
-            // SAFETY: bounds checked by `ptr_at_mut`.
-            unsafe { (*p).copy_from_slice(&l2[..14]) }
-        }
-        18 => {
-            let p = ptr_at_mut::<[u8; 18]>(ctx, 0)?;
-            // SAFETY: bounds checked by `ptr_at_mut`.
-            unsafe { (*p).copy_from_slice(&l2[..18]) }
-        }
-        _ => {
-            let p = ptr_at_mut::<[u8; 22]>(ctx, 0)?;
-            // SAFETY: bounds checked by `ptr_at_mut`.
-            unsafe { *p = *l2 }
-        }
-    }
-    Some(())
 }

@@ -15,7 +15,7 @@ use lb_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    csum,
+    csum, icmp,
     maps::{FIB_SCRATCH, TX_PORTS},
     parse::{ptr_at, ptr_at_mut, Packet, ETH_P_IP, ETH_P_IPV6},
     select::Choice,
@@ -39,6 +39,15 @@ pub enum Out {
     Drop(DropReason),
     /// No neighbour entry for the next hop: the kernel gets the packet and resolves one.
     Pass,
+    /// Answered instead of forwarded (ICMP too-big back to the client, `XDP_TX`).
+    Replied,
+}
+
+/// `next_hop`'s failures: an `Out` to return, or the path MTU when the packet (as it
+/// would be sent) does not fit.
+enum HopError {
+    Out(Out),
+    TooBig(u32),
 }
 
 struct NextHop {
@@ -55,9 +64,9 @@ fn next_hop(
     dst: &[u8; 16],
     tot_len: usize,
     pkt: &Packet,
-) -> Result<NextHop, Out> {
+) -> Result<NextHop, HopError> {
     let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
-        return Err(Out::Drop(DropReason::FibFailed));
+        return Err(HopError::Out(Out::Drop(DropReason::FibFailed)));
     };
     // SAFETY: a per-CPU scratch slot, used by this program run only; every field the
     // helper reads is written below (the rest is zeroed).
@@ -98,10 +107,27 @@ fn next_hop(
         }),
         FIB_NO_NEIGH => {
             count_event(Event::FibNoNeighbour, 0);
-            Err(Out::Pass)
+            Err(HopError::Out(Out::Pass))
         }
-        FIB_FRAG_NEEDED => Err(Out::Drop(DropReason::Mtu)),
-        _ => Err(Out::Drop(DropReason::FibFailed)),
+        // SAFETY: on FRAG_NEEDED the kernel wrote the MTU into this union member.
+        FIB_FRAG_NEEDED => Err(HopError::TooBig(
+            unsafe { p.__bindgen_anon_1.mtu_result } as u32
+        )),
+        _ => Err(HopError::Out(Out::Drop(DropReason::FibFailed))),
+    }
+}
+
+/// A next hop that could not be used. Too big for the path: the client is told the MTU
+/// its packets may have (path MTU minus `overhead` of encapsulation) by an ICMP error
+/// sent back out of the ingress interface.
+#[inline(always)]
+fn hop_failed(ctx: &XdpContext, pkt: &Packet, e: HopError, overhead: u32) -> Out {
+    match e {
+        HopError::Out(out) => out,
+        HopError::TooBig(mtu) => match icmp::too_big(ctx, pkt, mtu.saturating_sub(overhead)) {
+            Ok(()) => Out::Replied,
+            Err(reason) => Out::Drop(reason),
+        },
     }
 }
 
@@ -136,7 +162,7 @@ pub fn direct(ctx: &XdpContext, pkt: &Packet, choice: &Choice) -> Out {
     }
     match next_hop(ctx, pkt.key.family, &choice.backend.addr, pkt.ip_len, pkt) {
         Ok(nh) => transmit(ctx, &nh),
-        Err(out) => out,
+        Err(e) => hop_failed(ctx, pkt, e, 0),
     }
 }
 
@@ -166,7 +192,7 @@ pub fn tunnel(
         pkt,
     ) {
         Ok(nh) => nh,
-        Err(out) => return out,
+        Err(e) => return hop_failed(ctx, pkt, e, extra as u32),
     };
     let l3 = pkt.l3;
     // SAFETY: `ctx.ctx` is the program's context. Growing the head invalidates every

@@ -123,6 +123,11 @@ fn send(
         }
         Out::Drop(reason) => drop(reason, vip.vip_id, bytes),
         Out::Pass => Verdict::Pass,
+        Out::Replied => {
+            stats::count_event(Event::IcmpTooBigSent, bytes);
+            stats::count_vip(vip.vip_id, bytes);
+            Verdict::Tx
+        }
     }
 }
 

@@ -79,6 +79,9 @@ pub struct Packet {
     pub l4: usize,
     /// IP total length (IPv4 `tot_len`; IPv6 40 + payload length).
     pub ip_len: usize,
+    /// Length of the whole frame as it arrived, as a plain number: computing it again
+    /// from packet pointers after a head or tail adjustment trips the verifier.
+    pub frame_len: usize,
     /// Addresses, ports (zero when unknown), protocol and family.
     pub key: FlowKey,
     /// IPv4 TOS / IPv6 traffic class (DSCP + ECN), copied to tunnel headers.
@@ -186,6 +189,7 @@ fn parse_v4(ctx: &XdpContext, l3: usize) -> Parsed {
         l3,
         l4: l3 + ihl,
         ip_len,
+        frame_len: frame_len(ctx),
         key,
         tos: ip.tos,
         frag,
@@ -263,6 +267,7 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
         l3,
         l4,
         ip_len,
+        frame_len: frame_len(ctx),
         key,
         tos,
         frag,
@@ -316,4 +321,48 @@ fn parse_l4(ctx: &XdpContext, pkt: &mut Packet) {
             pkt.l4_ok = pkt.l4 <= ip_end;
         }
     }
+}
+
+/// The Ethernet header and up to two VLAN tags (`l3` is 14, 18 or 22 bytes).
+#[inline(always)]
+pub fn read_l2(ctx: &XdpContext, l3: usize) -> Option<[u8; 22]> {
+    let mut l2 = [0u8; 22];
+    let eth = ptr_at::<[u8; 14]>(ctx, 0)?;
+    // SAFETY: bounds checked by `ptr_at`.
+    l2[..14].copy_from_slice(unsafe { &*eth });
+    if l3 >= 18 {
+        let tag = ptr_at::<[u8; 4]>(ctx, 14)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        l2[14..18].copy_from_slice(unsafe { &*tag });
+    }
+    if l3 >= 22 {
+        let tag = ptr_at::<[u8; 4]>(ctx, 18)?;
+        // SAFETY: bounds checked by `ptr_at`.
+        l2[18..22].copy_from_slice(unsafe { &*tag });
+    }
+    Some(l2)
+}
+
+/// Writes `l3` bytes of `l2` at the start of the frame (constant-size writes per case,
+/// which the verifier can check).
+#[inline(always)]
+pub fn write_l2(ctx: &XdpContext, l3: usize, l2: &[u8; 22]) -> Option<()> {
+    match l3 {
+        14 => {
+            let p = ptr_at_mut::<[u8; 14]>(ctx, 0)?;
+            // SAFETY: bounds checked by `ptr_at_mut`.
+            unsafe { (*p).copy_from_slice(&l2[..14]) }
+        }
+        18 => {
+            let p = ptr_at_mut::<[u8; 18]>(ctx, 0)?;
+            // SAFETY: bounds checked by `ptr_at_mut`.
+            unsafe { (*p).copy_from_slice(&l2[..18]) }
+        }
+        _ => {
+            let p = ptr_at_mut::<[u8; 22]>(ctx, 0)?;
+            // SAFETY: bounds checked by `ptr_at_mut`.
+            unsafe { *p = *l2 }
+        }
+    }
+    Some(())
 }

@@ -143,6 +143,23 @@ impl Builder<'_> {
         });
     }
 
+    /// A packet too big for the path: answered with an ICMP error sent back (XDP_TX).
+    fn too_big(&mut self, name: &str, vip: &str, input: Vec<u8>, mtu: u32, events: &[Event]) {
+        let id = self.s.vip(vip).meta.vip_id;
+        let out = too_big_reply(&input, mtu);
+        self.cases.push(Case {
+            f: Fixture {
+                name: name.into(),
+                input,
+                verdict: Verdict::Tx,
+                output: Output::Bytes(out),
+            },
+            drop: None,
+            events: events.to_vec(),
+            service: Some((id, None, false, false)),
+        });
+    }
+
     fn drop(
         &mut self,
         name: &str,
@@ -252,6 +269,37 @@ fn encapsulated(s: &Scenario, v: &Vip, key: &FlowKey, input: &[u8], l2: usize) -
         }
     }
     out.extend_from_slice(&payload);
+    out
+}
+
+/// The ICMP error lb must send back for an untagged `input` too big for the path:
+/// MACs and addresses swapped, the first 64 bytes of the IP packet quoted.
+fn too_big_reply(input: &[u8], mtu: u32) -> Vec<u8> {
+    let quote = &input[14..14 + 64];
+    let (dst_mac, src_mac) = (&input[6..12], &input[..6]);
+    let eth = etherparse::PacketBuilder::ethernet2(
+        src_mac.try_into().expect("6"),
+        dst_mac.try_into().expect("6"),
+    );
+    let mut out = Vec::new();
+    if u16::from_be_bytes([input[12], input[13]]) == 0x0800 {
+        let src: [u8; 4] = input[30..34].try_into().expect("4");
+        let dst: [u8; 4] = input[26..30].try_into().expect("4");
+        let m = (mtu as u16).to_be_bytes();
+        eth.ipv4(src, dst, 64)
+            .icmpv4_raw(3, 4, [0, 0, m[0], m[1]])
+            .write(&mut out, quote)
+            .expect("serializes");
+        // lb's ICMP errors do not set DF (as the kernel's do not).
+        out = edit::ipv4_fragment(&out, false, 0);
+    } else {
+        let src: [u8; 16] = input[38..54].try_into().expect("16");
+        let dst: [u8; 16] = input[22..38].try_into().expect("16");
+        eth.ipv6(src, dst, 64)
+            .icmpv6_raw(2, 0, mtu.to_be_bytes())
+            .write(&mut out, quote)
+            .expect("serializes");
+    }
     out
 }
 
@@ -663,6 +711,47 @@ fn cases(s: &Scenario) -> Vec<Case> {
         &[E::PassNotVip],
     );
 
+    // --- Too big for the path: ICMP back to the client, never a silent drop ------------
+    let big4 = packet::udp4(CLIENT4, 48000, t4, t4p, &[0x42; 1490 - 28]);
+    b.too_big(
+        "tun4 1490-byte packet + 20 outer > MTU 1500: frag-needed 1480",
+        "tun4",
+        big4.clone(),
+        1480,
+        &[E::FlowNew, E::IcmpTooBigSent],
+    );
+    let big6 = packet::udp6(CLIENT6, 48001, t6, t6p, &[0x42; 1470 - 48]);
+    b.too_big(
+        "tun6 1470-byte packet + 40 outer > MTU 1500: packet-too-big 1460",
+        "tun6",
+        big6,
+        1460,
+        &[E::FlowNew, E::IcmpTooBigSent],
+    );
+    let jumbo = edit::ipv4_tot_len(
+        &tcpify(packet::udp4(CLIENT4, 48002, dr4, dr4p, &[0x42; 2000 - 28])),
+        2000 + 20 - 8,
+    );
+    b.too_big(
+        "dr4 2012-byte frame > egress MTU 1500: frag-needed 1500",
+        "dr4",
+        jumbo,
+        1500,
+        &[E::FlowNew, E::IcmpTooBigSent],
+    );
+    let no_df = edit::ipv4_fragment(
+        &packet::udp4(CLIENT4, 48003, t4, t4p, &[0x42; 1490 - 28]),
+        false,
+        0,
+    );
+    b.drop(
+        "tun4 too big without DF: dropped (lb never fragments)",
+        "tun4",
+        no_df,
+        DropReason::Mtu,
+        &[E::FlowNew],
+    );
+
     // --- Drops for VIP traffic -----------------------------------------------------------
     let (e4, e4p) = EMPTY4;
     b.drop(
@@ -954,4 +1043,118 @@ fn sum<'a>(frames: impl Iterator<Item = &'a Vec<u8>>) -> Counter {
         packets: a.packets + 1,
         bytes: a.bytes + f.len() as u64,
     })
+}
+
+/// Pins the calling thread to CPU 0, so every test run lands in the same per-CPU state.
+fn pin_to_cpu0() -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+    Ok(())
+}
+
+#[test]
+fn flood_guard_and_udp_idle_expiry() -> anyhow::Result<()> {
+    use Event as E;
+    let mut s = Scenario::new("lbt-fwd2")?;
+    let (dr4, dr4p) = DR4;
+    let (t4, t4p) = TUN4;
+
+    // Flood guard: at most 5 new entries per second per CPU; the rest are forwarded by
+    // hash alone (to the same backend the ring gives) and never enter the table.
+    let mut cfg = s.cfg;
+    cfg.max_new_flows_per_cpu = 5;
+    cfg.udp_idle_ns = 1;
+    s.set_config(cfg)?;
+    let mut b = Builder {
+        s: &s,
+        cases: Vec::new(),
+    };
+    for sport in 30000..30010u16 {
+        let k = key4(CLIENT4, sport, dr4, dr4p, PROTO_TCP);
+        let events: &[Event] = if sport < 30005 {
+            &[E::FlowNew, E::Forwarded]
+        } else {
+            &[E::FlowThrottled, E::Forwarded]
+        };
+        b.dr(
+            &format!("syn {sport} under a 5/s flood guard"),
+            "dr4",
+            k,
+            packet::tcp4_syn(CLIENT4, sport, dr4, dr4p),
+            events,
+            true,
+        );
+    }
+    // UDP idle time 1 ns: the second datagram finds a stale entry and re-hashes.
+    let u = packet::udp4(CLIENT4, 31000, t4, t4p, b"q");
+    let ku = key4(CLIENT4, 31000, t4, t4p, PROTO_UDP);
+    b.tunnel(
+        "udp first datagram",
+        "tun4",
+        ku,
+        u.clone(),
+        14,
+        &[E::FlowThrottled, E::Forwarded],
+    );
+    let cases = b.cases;
+    let fixtures: Vec<Fixture> = cases.iter().map(|c| c.f.clone()).collect();
+    let before = s.dp.counters()?;
+    let failures = s.lb.enter(|| -> anyhow::Result<Vec<String>> {
+        pin_to_cpu0()?;
+        Ok(fixture::run_all_on(&s.dp, &fixtures, Some(s.fx0)))
+    })??;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let got = s.dp.counters()?.since(&before);
+    assert_eq!(
+        got.event(E::FlowNew).packets,
+        5,
+        "entries made under the limit"
+    );
+    assert_eq!(
+        got.event(E::FlowThrottled).packets,
+        6,
+        "new flows above the limit"
+    );
+    for sport in 30005..30010u16 {
+        assert_eq!(
+            s.dp.flow(&key4(CLIENT4, sport, dr4, dr4p, PROTO_TCP))?,
+            None,
+            "a throttled flow entered the table"
+        );
+    }
+
+    // Lift the guard: UDP entries now expire after 1 ns, so a repeat re-hashes.
+    cfg.max_new_flows_per_cpu = 0;
+    s.set_config(cfg)?;
+    let mut b = Builder {
+        s: &s,
+        cases: Vec::new(),
+    };
+    b.tunnel(
+        "udp again: entry made",
+        "tun4",
+        ku,
+        u.clone(),
+        14,
+        &[E::FlowNew, E::Forwarded],
+    );
+    b.tunnel(
+        "udp after the idle time: stale, re-hashed",
+        "tun4",
+        ku,
+        u,
+        14,
+        &[E::FlowStale, E::FlowNew, E::Forwarded],
+    );
+    let fixtures: Vec<Fixture> = b.cases.iter().map(|c| c.f.clone()).collect();
+    let before = s.dp.counters()?;
+    let failures =
+        s.lb.enter(|| fixture::run_all_on(&s.dp, &fixtures, Some(s.fx0)))?;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let got = s.dp.counters()?.since(&before);
+    assert_eq!(got.event(E::FlowStale).packets, 1);
+    assert_eq!(got.event(E::FlowNew).packets, 2);
+    assert_eq!(got.event(E::FlowHit).packets, 0);
+    Ok(())
 }
