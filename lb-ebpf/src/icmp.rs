@@ -34,16 +34,25 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet) -> Option<FlowKey> {
     if pkt.frag != Frag::No {
         return None;
     }
+    // Everything read below must lie inside the IP packet, not just the frame: Ethernet
+    // padding after a short packet is not part of it (found by the mutation fuzzer).
+    let ip_end = pkt.l3 + pkt.ip_len;
+    let inner = pkt.l4 + 8;
+    if inner > ip_end {
+        return None;
+    }
     let icmp = ptr_at::<[u8; 8]>(ctx, pkt.l4)?;
     // SAFETY: bounds checked by `ptr_at`.
     let icmp_type = unsafe { (*icmp)[0] };
-    let inner = pkt.l4 + 8;
     let mut key = FlowKey {
         family: pkt.key.family,
         ..FlowKey::default()
     };
     let l4 = if pkt.key.family == FAMILY_V4 {
         if pkt.key.proto != IPPROTO_ICMP || icmp_type != ICMP_DEST_UNREACH {
+            return None;
+        }
+        if inner + Ipv4Hdr::LEN > ip_end {
             return None;
         }
         let ip = ptr_at::<Ipv4Hdr>(ctx, inner)?;
@@ -64,6 +73,9 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet) -> Option<FlowKey> {
         {
             return None;
         }
+        if inner + Ipv6Hdr::LEN > ip_end {
+            return None;
+        }
         let ip = ptr_at::<Ipv6Hdr>(ctx, inner)?;
         // SAFETY: bounds checked by `ptr_at`.
         let ip = unsafe { &*ip };
@@ -78,8 +90,9 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet) -> Option<FlowKey> {
     if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
         return None;
     }
-    // The error must be addressed to the address it quotes as the source (the VIP).
-    if key.dst != pkt.key.dst {
+    // The error must be addressed to the address it quotes as the source (the VIP), and
+    // quote at least the ports.
+    if key.dst != pkt.key.dst || l4 + 4 > ip_end {
         return None;
     }
     let ports = ptr_at::<[u8; 4]>(ctx, l4)?;
@@ -120,9 +133,9 @@ pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), DropReaso
     for i in 0..6 {
         l2.swap(i, i + 6);
     }
-    let hdr = if v4 { 20 + 8 } else { 40 + 8 };
+    let hdr: i32 = if v4 { 20 + 8 } else { 40 + 8 };
     // SAFETY: `ctx.ctx` is the program's context; all pointers are re-derived afterwards.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(hdr as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -hdr) } != 0 {
         return Err(DropReason::AdjustFailed);
     }
     // The frame is now `hdr + frame_len` long; keep the new headers and the quote.

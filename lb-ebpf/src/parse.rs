@@ -228,6 +228,12 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
                 l4 += (h[1] as usize + 1) * 8;
             }
             IPV6_FRAGMENT => {
+                // RFC 8200 allows one fragment header; a second one is not ours to judge
+                // (the kernel drops it), and must never reset the state the first set
+                // (found by the mutation fuzzer).
+                if frag != Frag::No {
+                    return Parsed::Other(TrafficClass::Ipv6Other);
+                }
                 let Some(h) = ptr_at::<[u8; 8]>(ctx, l4) else {
                     return Parsed::Other(TrafficClass::Ipv6Other);
                 };
@@ -235,14 +241,15 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
                 let h = unsafe { *h };
                 next = h[0];
                 let off_flags = u16::from_be_bytes([h[2], h[3]]);
-                frag = if off_flags & 0xfff8 != 0 {
-                    Frag::Later
-                } else if off_flags & 1 != 0 {
-                    Frag::First
-                } else {
-                    Frag::No
-                };
                 l4 += 8;
+                if off_flags & 0xfff8 != 0 {
+                    // A later fragment: what follows is payload, never headers.
+                    frag = Frag::Later;
+                    break;
+                }
+                if off_flags & 1 != 0 {
+                    frag = Frag::First;
+                }
             }
             _ => break,
         }

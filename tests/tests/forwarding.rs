@@ -705,6 +705,17 @@ fn cases(s: &Scenario) -> Vec<Case> {
         packet::icmp4_error(router4, Ipv4Addr::new(198, 18, 2, 1), 3, 4, [0; 4], &reply4),
         &[E::PassNotVip],
     );
+    // Regression found by the mutation fuzzer: an ICMP error whose quote lies in the
+    // Ethernet padding after a short IP packet is not about any flow.
+    let padded = edit::ipv4_tot_len(
+        &packet::icmp4_error(router4, dr4, 3, 4, [0; 4], &reply4),
+        24,
+    );
+    b.pass(
+        "icmp4 error whose quote is only Ethernet padding",
+        padded,
+        &[E::PassNotVip],
+    );
     b.pass(
         "icmp4 time exceeded (not routed)",
         packet::icmp4_error(router4, dr4, 11, 0, [0; 4], &reply4),
@@ -866,6 +877,15 @@ fn cases(s: &Scenario) -> Vec<Case> {
         ],
     );
     b.pass("ipv6 with 5 extension headers (limit 4)", five, &[]);
+    // A later-fragment header followed by an atomic one must not turn payload into ports.
+    let two_frags = edit::ipv6_ext(
+        &packet::tcp6_syn(CLIENT6, 47101, dr6, dr6p),
+        &[
+            (44, vec![0, 0x03, 0x20, 0, 0, 0, 1]),
+            (44, vec![0, 0, 0, 0, 0, 2]),
+        ],
+    );
+    b.pass("ipv6 with two fragment headers", two_frags, &[]);
     for len in [14usize, 20, 33, 34, 40, 47, 53] {
         b.pass(
             &format!("dr4 syn truncated to {len}"),
