@@ -99,6 +99,7 @@ fn run(
         Mode::Native => AttachMode::Native,
         Mode::Generic => AttachMode::Generic,
     };
+    dataplane::enable_forwarding(iface)?;
     dp.attach(iface, mode)
         .with_context(|| format!("attaching to {iface}"))?;
 

@@ -32,6 +32,8 @@ pub mod programs {
     pub const LB_XDP: &str = "lb_xdp";
     /// Decapsulation for backends whose kernel cannot (no ipip/fou modules).
     pub const LB_DECAP: &str = "lb_decap";
+    /// Returns `XDP_PASS` and does nothing else: the baseline of per-packet benchmarks.
+    pub const LB_NOOP: &str = "lb_noop";
 }
 
 /// Names of the maps in the eBPF object. Kernel map names are limited to 15 characters,

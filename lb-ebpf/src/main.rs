@@ -48,6 +48,13 @@ pub fn lb_decap(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Does nothing: the baseline that per-packet benchmarks subtract (the cost of
+/// `BPF_PROG_TEST_RUN` itself). Never attached by the agent.
+#[xdp]
+pub fn lb_noop(_ctx: XdpContext) -> u32 {
+    Verdict::Pass as u32
+}
+
 #[inline(always)]
 fn try_lb(ctx: &XdpContext, bytes: u64) -> Verdict {
     let pkt = match parse::parse(ctx) {

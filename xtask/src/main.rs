@@ -5,6 +5,7 @@
 //! `test`, `demo` and `build-and-load` need root and re-run themselves under sudo.
 
 mod apt;
+mod bench;
 mod build;
 mod cargo;
 mod demo;
@@ -74,6 +75,12 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
+    /// Build, then measure the data plane's per-packet cost (as root); see target/bench/.
+    Bench {
+        /// Fewer repetitions: a quick look, not figures to quote.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -140,6 +147,10 @@ fn run(task: Task) -> Result<()> {
         Task::Demo { keep } => {
             privilege::ensure_root("demo")?;
             demo::run(keep)
+        }
+        Task::Bench { quick } => {
+            privilege::ensure_root("bench")?;
+            bench::run(quick)
         }
     }
 }

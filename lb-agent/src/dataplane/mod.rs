@@ -322,6 +322,32 @@ pub fn down(iface: &str) -> Result<bool, DataplaneError> {
     Ok(true)
 }
 
+/// Enables IPv4 and IPv6 forwarding on `iface`: `bpf_fib_lookup` answers only for
+/// interfaces that forward, so without it every VIP packet would count as `fib_failed`.
+/// Logs each value it changes.
+pub fn enable_forwarding(iface: &str) -> Result<(), DataplaneError> {
+    for family in ["ipv4", "ipv6"] {
+        let path = PathBuf::from(format!("/proc/sys/net/{family}/conf/{iface}/forwarding"));
+        let current = std::fs::read_to_string(&path).map_err(|source| DataplaneError::Fs {
+            what: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        if current.trim() != "1" {
+            std::fs::write(&path, "1").map_err(|source| DataplaneError::Fs {
+                what: "writing",
+                path: path.clone(),
+                source,
+            })?;
+            info!(
+                iface,
+                family, "enabled forwarding (bpf_fib_lookup needs it)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Mounts bpffs at [`BPFFS`] unless it already is (it is not mounted at boot on every
 /// distribution).
 pub fn ensure_bpffs() -> Result<(), DataplaneError> {

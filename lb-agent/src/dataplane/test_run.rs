@@ -37,6 +37,33 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Runs the no-op baseline program (`lb_noop`), loading it on first use, so that
+    /// benchmarks can subtract the cost of the test-run machinery itself.
+    pub fn test_run_noop(
+        &mut self,
+        input: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DataplaneError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(programs::LB_NOOP)
+            .ok_or(DataplaneError::MissingProgram(programs::LB_NOOP))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                action: "finding lb_noop",
+                source,
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| DataplaneError::Program {
+                action: "loading lb_noop",
+                source,
+            })?;
+        }
+        run_xdp(&self.ebpf, programs::LB_NOOP, input, repeat, 0, None)
+    }
+}
+
 /// Runs XDP program `name` of `ebpf` `repeat` times on `input`.
 ///
 /// `headroom` is how many bytes the output
