@@ -421,7 +421,7 @@ fn cases(s: &Scenario) -> Vec<Case> {
     );
     // Established (PSH+ACK) through the tag: the flow entry made by the first SYN hits.
     let vlan = edit::tcp_flags(
-        &tcpify_vlan(packet::udp4_vlan(100, CLIENT4, dr4, dr4p)),
+        &tcpify_tagged(packet::udp4_vlan(100, CLIENT4, dr4, dr4p), 4),
         18 + 20,
         PSH_ACK,
     );
@@ -894,7 +894,7 @@ fn cases(s: &Scenario) -> Vec<Case> {
         );
     }
     let qinq = edit::tcp_flags(
-        &tcpify_qinq(packet::udp4_qinq(10, 20, CLIENT4, dr4, dr4p)),
+        &tcpify_tagged(packet::udp4_qinq(10, 20, CLIENT4, dr4, dr4p), 8),
         22 + 20,
         PSH_ACK,
     );
@@ -921,24 +921,14 @@ fn tcpify(f: Vec<u8>) -> Vec<u8> {
     edit::ipv4_tot_len(&p, tot)
 }
 
-/// A single-tagged UDP frame rebuilt as a tagged TCP SYN (same VLAN, addresses, ports).
-fn tcpify_vlan(f: Vec<u8>) -> Vec<u8> {
+/// A tagged UDP frame (`tags` bytes of VLAN tags: 4 or 8) rebuilt as the same tagged
+/// TCP SYN (same tags, addresses and ports).
+fn tcpify_tagged(f: Vec<u8>, tags: usize) -> Vec<u8> {
     let mut untagged = f[..12].to_vec();
-    untagged.extend_from_slice(&f[16..]);
+    untagged.extend_from_slice(&f[12 + tags..]);
     let t = tcpify(untagged);
     let mut out = t[..12].to_vec();
-    out.extend_from_slice(&f[12..16]);
-    out.extend_from_slice(&t[12..]);
-    out
-}
-
-/// A QinQ UDP frame rebuilt as a QinQ TCP SYN.
-fn tcpify_qinq(f: Vec<u8>) -> Vec<u8> {
-    let mut untagged = f[..12].to_vec();
-    untagged.extend_from_slice(&f[20..]);
-    let t = tcpify(untagged);
-    let mut out = t[..12].to_vec();
-    out.extend_from_slice(&f[12..20]);
+    out.extend_from_slice(&f[12..12 + tags]);
     out.extend_from_slice(&t[12..]);
     out
 }

@@ -1,6 +1,6 @@
-//! `demo`: build, then run lb-tests' `lb-demo` binary, which sets up namespaces and shows
-//! the load balancer at work. Runs as root; `cargo run` is exec'd so Ctrl-C reaches the
-//! demo and lets it clean up.
+//! `demo` and `bench`: build, then run one of lb-tests' binaries (`lb-demo`, which sets
+//! up namespaces and shows the load balancer at work; `lb-bench`, which measures it).
+//! Runs as root; `cargo run` is exec'd so Ctrl-C reaches the binary and lets it clean up.
 
 use anyhow::Result;
 
@@ -9,22 +9,13 @@ use crate::{
     cargo, process, setup,
 };
 
-/// Returns only on failure.
-pub fn run(keep: bool) -> Result<()> {
+/// Builds everything, then replaces this process with `cargo run --release -p lb-tests
+/// --bin <bin> -- <args>`. Returns only on failure.
+pub fn run_tests_binary(bin: &str, args: &[&str]) -> Result<()> {
     let toolchain = setup::ensure(setup::Verbosity::Summary)?;
     let artifacts = build::all(&toolchain, Profile::Release)?;
     let mut cmd = cargo::host(&build::workspace_root()?, Some(&artifacts.object));
-    cmd.args([
-        "run",
-        "--release",
-        "-p",
-        "lb-tests",
-        "--bin",
-        "lb-demo",
-        "--",
-    ]);
-    if keep {
-        cmd.arg("--keep");
-    }
+    cmd.args(["run", "--release", "-p", "lb-tests", "--bin", bin, "--"]);
+    cmd.args(args);
     Err(process::exec(&mut cmd))
 }

@@ -5,7 +5,6 @@
 //! `test`, `demo` and `build-and-load` need root and re-run themselves under sudo.
 
 mod apt;
-mod bench;
 mod build;
 mod cargo;
 mod demo;
@@ -146,11 +145,11 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Demo { keep } => {
             privilege::ensure_root("demo")?;
-            demo::run(keep)
+            demo::run_tests_binary("lb-demo", if keep { &["--keep"] } else { &[] })
         }
         Task::Bench { quick } => {
             privilege::ensure_root("bench")?;
-            bench::run(quick)
+            demo::run_tests_binary("lb-bench", if quick { &["--quick"] } else { &[] })
         }
     }
 }
