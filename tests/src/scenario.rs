@@ -374,6 +374,31 @@ impl Scenario {
         self.backends.iter().find(|b| b.id == id)
     }
 
+    /// Rebuilds and installs VIP `name`'s ring with these (backend id, weight) pairs, as
+    /// the agent does on a weight change; weight 0 quiesces a backend.
+    pub fn set_weights(&mut self, name: &str, weights: &[(u32, u32)]) -> anyhow::Result<()> {
+        let members: Vec<maglev::Backend> = weights
+            .iter()
+            .map(|&(id, w)| {
+                maglev::Backend::new(
+                    id,
+                    self.backends[id as usize].addr.to_string().into_bytes(),
+                    w,
+                )
+            })
+            .collect();
+        let table = maglev::build(&members, RING, self.cfg.hash_seed).context("building a ring")?;
+        let i = self
+            .vips
+            .iter()
+            .position(|v| v.name == name)
+            .with_context(|| format!("no VIP named {name}"))?;
+        self.dp
+            .install_ring(self.vips[i].meta.vip_id, table.slots())?;
+        self.vips[i].table = table;
+        Ok(())
+    }
+
     /// Changes the runtime config (flood guard, UDP idle time, …).
     pub fn set_config(&mut self, cfg: LbConfig) -> anyhow::Result<()> {
         self.dp.set_config(&cfg)?;

@@ -1168,3 +1168,90 @@ fn flood_guard_and_udp_idle_expiry() -> anyhow::Result<()> {
     assert_eq!(got.event(E::FlowHit).packets, 0);
     Ok(())
 }
+
+#[test]
+fn weight_zero_stops_new_flows_but_existing_ones_continue() -> anyhow::Result<()> {
+    use Event as E;
+    let mut s = Scenario::new("lbt-fwd3")?;
+    let (dr4, dr4p) = DR4;
+    // Find a client port whose flow the ring sends to backend 0, and one to another.
+    let on = |s: &Scenario, sport: u16| {
+        s.expected_backend(s.vip("dr4"), &key4(CLIENT4, sport, dr4, dr4p, PROTO_TCP))
+            .map(|b| b.id)
+    };
+    let to0 = (20000..21000u16)
+        .find(|p| on(&s, *p) == Some(0))
+        .expect("some port maps to backend 0");
+    let new0 = (21000..22000u16)
+        .find(|p| on(&s, *p) == Some(0))
+        .expect("another port maps to backend 0");
+
+    // The flow to backend 0 is established (SYN makes the entry).
+    let syn = packet::tcp4_syn(CLIENT4, to0, dr4, dr4p);
+    let k = key4(CLIENT4, to0, dr4, dr4p, PROTO_TCP);
+    let mut b = Builder {
+        s: &s,
+        cases: Vec::new(),
+    };
+    b.dr(
+        "syn to backend 0",
+        "dr4",
+        k,
+        syn.clone(),
+        &[E::FlowNew, E::Forwarded],
+        true,
+    );
+    let expected_first = b.cases.remove(0).f;
+    let failures = s
+        .lb
+        .enter(|| fixture::run_all_on(&s.dp, std::slice::from_ref(&expected_first), Some(s.fx0)))?;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Quiesce backend 0 (weight 0): the ring no longer holds it.
+    s.set_weights("dr4", &[(0, 0), (1, 1), (2, 1)])?;
+    assert!(
+        !s.vip("dr4").table.slots().contains(&0),
+        "weight 0 left backend 0 in the ring"
+    );
+    let before = s.dp.counters()?;
+    // The established flow keeps its backend: the ACK must be identical to before.
+    let ack = edit::tcp_flags(&syn, 34, PSH_ACK);
+    let mut ack_out = ack.clone();
+    ack_out[..12].copy_from_slice(&expected_output(&expected_first)[..12]);
+    let existing = Fixture {
+        name: "established flow to the quiesced backend continues".into(),
+        input: ack,
+        verdict: Verdict::Tx,
+        output: Output::Bytes(ack_out),
+    };
+    // A new flow that used to map to backend 0 now goes to the new ring's choice.
+    let mut b = Builder {
+        s: &s,
+        cases: Vec::new(),
+    };
+    let k_new = key4(CLIENT4, new0, dr4, dr4p, PROTO_TCP);
+    b.dr(
+        "new flow avoids the quiesced backend",
+        "dr4",
+        k_new,
+        packet::tcp4_syn(CLIENT4, new0, dr4, dr4p),
+        &[E::FlowNew, E::Forwarded],
+        true,
+    );
+    let new_flow = b.cases.remove(0).f;
+    let failures =
+        s.lb.enter(|| fixture::run_all_on(&s.dp, &[existing, new_flow], Some(s.fx0)))?;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_ne!(on(&s, new0), Some(0));
+    let got = s.dp.counters()?.since(&before);
+    assert_eq!(got.event(E::FlowHit).packets, 1);
+    assert_eq!(got.event(E::FlowNew).packets, 1);
+    Ok(())
+}
+
+fn expected_output(f: &Fixture) -> Vec<u8> {
+    match &f.output {
+        Output::Bytes(b) => b.clone(),
+        Output::Unchanged => f.input.clone(),
+    }
+}
