@@ -1,6 +1,8 @@
 //! lb's control plane as a library: the binary (`main.rs`) is a thin CLI over it, and the
 //! integration tests drive the same code the agent runs.
 
+pub mod config;
 pub mod dataplane;
 pub mod maglev;
 pub mod object;
+pub mod services;

@@ -1,16 +1,22 @@
 //! `lb-agent`: loads lb's XDP data plane onto an interface and owns it while it runs.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_agent::{
-    dataplane::{self, AttachMode, Counters, Dataplane},
+    config,
+    dataplane::{self, AttachMode, Counters, Dataplane, LoadOptions},
     object,
+    services::Services,
 };
 use lb_common::{TrafficClass, Verdict};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// lb's agent: loads and owns the XDP load-balancer data plane.
 #[derive(Parser)]
@@ -43,6 +49,10 @@ enum Command {
         /// Seconds between counter summaries in the log (0 turns them off).
         #[arg(long, default_value_t = 10)]
         stats_interval: u64,
+        /// Configuration file (VIPs, target groups; see examples/lb.toml). Applied at
+        /// start; SIGHUP re-reads it, and an invalid file leaves the running one in place.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Remove persisted state for an interface: detach the program and unpin its maps.
     Down {
@@ -74,7 +84,15 @@ fn main() -> ExitCode {
             persist,
             bpf_object,
             stats_interval,
-        } => run(&iface, xdp_mode, persist, bpf_object, stats_interval),
+            config,
+        } => run(
+            &iface,
+            xdp_mode,
+            persist,
+            bpf_object,
+            stats_interval,
+            config,
+        ),
         Command::Down { iface } => down(&iface),
     };
     match result {
@@ -92,9 +110,28 @@ fn run(
     persist: bool,
     bpf_object: Option<PathBuf>,
     stats_interval: u64,
+    config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // Read and validate the configuration before touching the kernel: a bad file stops
+    // the agent with the reason and nothing attached.
+    let cfg = config_path
+        .as_deref()
+        .map(config::load)
+        .transpose()
+        .context("reading the configuration")?;
     let bytes = object::load_bytes(bpf_object.as_deref())?;
-    let mut dp = Dataplane::load(&bytes).context("loading the data plane")?;
+    let options = LoadOptions {
+        flow_entries: cfg
+            .as_ref()
+            .map_or(LoadOptions::default().flow_entries, |c| {
+                c.agent.flow_table_entries
+            }),
+    };
+    let mut dp = Dataplane::load_with(&bytes, &options).context("loading the data plane")?;
+    let mut services = Services::new();
+    if let Some(cfg) = &cfg {
+        apply(&mut services, cfg, &mut dp)?;
+    }
     let mode = match mode {
         Mode::Native => AttachMode::Native,
         Mode::Generic => AttachMode::Generic,
@@ -107,7 +144,12 @@ fn run(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let signal_name = rt.block_on(wait_for_stop(&dp, stats_interval))?;
+    let signal_name = rt.block_on(serve(
+        &mut dp,
+        &mut services,
+        config_path.as_deref(),
+        stats_interval,
+    ))?;
     info!(signal = signal_name, "stopping");
     log_counters(&dp.counters()?);
     if persist {
@@ -118,19 +160,62 @@ fn run(
     Ok(())
 }
 
-/// Logs counters every `stats_interval` seconds until SIGINT or SIGTERM arrives.
-async fn wait_for_stop(dp: &Dataplane, stats_interval: u64) -> anyhow::Result<&'static str> {
+/// Logs counters every `stats_interval` seconds and reloads the configuration on SIGHUP,
+/// until SIGINT or SIGTERM arrives.
+async fn serve(
+    dp: &mut Dataplane,
+    services: &mut Services,
+    config_path: Option<&Path>,
+    stats_interval: u64,
+) -> anyhow::Result<&'static str> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let period = Duration::from_secs(stats_interval.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => reload(dp, services, config_path),
             _ = ticker.tick(), if stats_interval > 0 => log_counters(&dp.counters()?),
         }
     }
+}
+
+/// SIGHUP: re-read the configuration; an invalid one is reported and changes nothing.
+fn reload(dp: &mut Dataplane, services: &mut Services, config_path: Option<&Path>) {
+    let Some(path) = config_path else {
+        warn!("SIGHUP ignored: the agent was started without --config");
+        return;
+    };
+    info!(path = %path.display(), "SIGHUP: reloading the configuration");
+    match config::load(path) {
+        Ok(cfg) => {
+            if let Err(e) = apply(services, &cfg, dp) {
+                error!("applying the reloaded configuration failed: {e:#}");
+            }
+        }
+        Err(e) => error!("configuration rejected, the running one stays in place: {e}"),
+    }
+}
+
+fn apply(services: &mut Services, cfg: &config::Config, dp: &mut Dataplane) -> anyhow::Result<()> {
+    for w in &cfg.warnings {
+        warn!("configuration: {w}");
+    }
+    let report = services
+        .apply(cfg, dp)
+        .context("applying the configuration")?;
+    info!(
+        changed = report.changed.len(),
+        unchanged = report.unchanged.len(),
+        removed = report.removed.len(),
+        backends_added = report.backends_added,
+        backends_removed = report.backends_removed,
+        "configuration applied"
+    );
+    Ok(())
 }
 
 fn log_counters(c: &Counters) {

@@ -16,6 +16,7 @@ use crate::{
 
 pub struct Options {
     pub iface: String,
+    pub config: Option<std::path::PathBuf>,
     pub generic: bool,
     pub pin: bool,
     pub profile: Profile,
@@ -27,6 +28,9 @@ pub fn run(options: Options) -> Result<()> {
     let artifacts = build::all(&toolchain, options.profile)?;
     let mut agent = Command::new(&artifacts.agent);
     agent.args(["run", "--iface", &options.iface]);
+    if let Some(config) = &options.config {
+        agent.arg("--config").arg(config);
+    }
     if options.generic {
         eprintln!(
             "WARNING: --generic attaches in generic (skb) XDP mode: it is SLOW and meant for \

@@ -47,6 +47,9 @@ enum Task {
         /// Interface to attach the data plane to.
         #[arg(long)]
         iface: String,
+        /// Agent configuration file (see examples/lb.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
         /// Attach in generic (skb) mode: slow, for testing only.
         #[arg(long)]
         generic: bool,
@@ -119,6 +122,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::BuildAndLoad {
             iface,
+            config,
             generic,
             pin,
             debug,
@@ -126,6 +130,7 @@ fn run(task: Task) -> Result<()> {
             privilege::ensure_root("build-and-load")?;
             load::run(load::Options {
                 iface,
+                config,
                 generic,
                 pin,
                 profile: profile(debug),

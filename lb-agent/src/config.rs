@@ -1,0 +1,633 @@
+//! The agent's configuration file: VIPs, target groups and agent-wide settings, in TOML.
+//!
+//! [`parse`] and [`load`] turn a file into a [`Config`] that has been checked as a whole:
+//! typed values (addresses, enums, durations), every default filled in, and every
+//! cross-reference resolved. Checking is all or nothing: a file with any problem yields
+//! [`ConfigError::Invalid`] listing *all* of its problems (each naming the VIP or target
+//! group, the field and the reason), and no `Config`, so a running agent keeps the
+//! configuration it has. Conditions that are legal but probably unintended (a ring too
+//! small for its targets, a VIP without targets) are [`Config::warnings`] for the agent to
+//! log.
+//!
+//! Problems read `<item>: field "<field>": <why>`, e.g.
+//! `vip "web": field "gue_port": missing: required when mode = "gue" (…)` or
+//! `target_group "web-servers": target 198.18.11.2: field "weight": 70000 is out of range:
+//! must be between 0 and 65535`. Unknown keys and wrong types are TOML-level errors
+//! ([`ConfigError::Syntax`]) with the line and column.
+//!
+//! The vocabulary follows the AWS Network Load Balancer where one exists (target groups,
+//! targets, health checks, deregistration delay, slow start, fail open), with NLB's
+//! ranges and defaults. [`EXAMPLE`] (`examples/lb.toml`) documents every field.
+//!
+//! Targets have no port: in every forwarding mode lb delivers the packet with its
+//! destination port unchanged (DR rewrites only MAC addresses; tunnels wrap the packet
+//! as it is), so a target serves a VIP on the VIP's port.
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lb_common::{
+    service::{mode, vip_flags, FAMILY_FRAG_KEY, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    LbConfig, VipKey, VipMeta,
+};
+
+/// The commented example configuration shipped in the repository (`examples/lb.toml`),
+/// which the demo runs.
+pub const EXAMPLE: &str = include_str!("../../examples/lb.toml");
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub agent: AgentSettings,
+    /// In file order.
+    pub vips: Vec<Vip>,
+    /// In file order. Every VIP's `target_group` names one of these.
+    pub target_groups: Vec<TargetGroup>,
+    /// Legal but probably unintended settings, one line each, for the agent to log.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The VIP called `name`.
+    pub fn vip(&self, name: &str) -> Option<&Vip> {
+        self.vips.iter().find(|v| v.name == name)
+    }
+
+    /// The target group called `name`.
+    pub fn target_group(&self, name: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|g| g.name == name)
+    }
+
+    /// The target group that serves `vip` (always present for a VIP of this config).
+    pub fn group_of(&self, vip: &Vip) -> Option<&TargetGroup> {
+        self.target_group(&vip.target_group)
+    }
+
+    /// The fragment entries of the VIP map (see `lb_common::service::FAMILY_FRAG_KEY`):
+    /// one per (address, protocol) that has VIPs, with the index in [`Config::vips`] of the
+    /// VIP that decides what happens to later fragments: the one with
+    /// `fragments = "route"` if there is one (validation allows at most one), else the
+    /// first in file order (whose flags then say drop). In file order of that VIP.
+    pub fn fragment_entries(&self) -> Vec<(VipKey, usize)> {
+        let mut entries: Vec<(VipKey, usize)> = Vec::new();
+        for (i, vip) in self.vips.iter().enumerate() {
+            let key = vip.fragment_key();
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => {
+                    if vip.fragments == Fragments::Route {
+                        entry.1 = i;
+                    }
+                }
+                None => entries.push((key, i)),
+            }
+        }
+        entries
+    }
+}
+
+/// The `[agent]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Flow-hash seed; the same on every lb host behind one ECMP group.
+    pub hash_seed: u32,
+    /// Flow-table capacity, fixed when the data plane is loaded.
+    pub flow_table_entries: u32,
+    /// UDP flow entries idle this long are ignored (the next packet is hashed afresh).
+    pub udp_idle_timeout: Duration,
+    /// Flood guard: new flow entries per second per CPU; 0 = no limit.
+    pub max_new_flows_per_cpu: u32,
+    /// Outer IPv4 source prefix of tunnelled packets (host bits from the flow hash).
+    pub tunnel_source_v4: Ipv4Prefix,
+    /// Outer IPv6 source prefix of tunnelled packets (host bits from the flow hash).
+    pub tunnel_source_v6: Ipv6Prefix,
+}
+
+impl Default for AgentSettings {
+    /// The data plane's own defaults ([`LbConfig::default`]).
+    fn default() -> Self {
+        let lb = LbConfig::default();
+        Self {
+            hash_seed: lb.hash_seed,
+            flow_table_entries: lb_common::flow::DEFAULT_FLOW_ENTRIES,
+            udp_idle_timeout: Duration::from_nanos(lb.udp_idle_ns),
+            max_new_flows_per_cpu: lb.max_new_flows_per_cpu,
+            tunnel_source_v4: Ipv4Prefix {
+                addr: Ipv4Addr::from(lb.tunnel_src4),
+                len: lb.tunnel_src4_prefix,
+            },
+            tunnel_source_v6: Ipv6Prefix {
+                addr: Ipv6Addr::from(lb.tunnel_src6),
+                len: lb.tunnel_src6_prefix,
+            },
+        }
+    }
+}
+
+impl AgentSettings {
+    /// The data plane's runtime configuration (the `LB_CONFIG_V1` entry).
+    pub fn lb_config(&self) -> LbConfig {
+        LbConfig {
+            hash_seed: self.hash_seed,
+            max_new_flows_per_cpu: self.max_new_flows_per_cpu,
+            udp_idle_ns: u64::try_from(self.udp_idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+            tunnel_src4: self.tunnel_source_v4.addr.octets(),
+            tunnel_src4_prefix: self.tunnel_source_v4.len,
+            tunnel_src6_prefix: self.tunnel_source_v6.len,
+            _pad: [0; 2],
+            tunnel_src6: self.tunnel_source_v6.addr.octets(),
+        }
+    }
+}
+
+/// An IPv4 prefix with zero host bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Prefix {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl fmt::Display for Ipv4Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// An IPv6 prefix with zero host bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Prefix {
+    pub addr: Ipv6Addr,
+    pub len: u8,
+}
+
+impl fmt::Display for Ipv6Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// One `[[vip]]`: what clients connect to, and how its packets reach its target group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vip {
+    pub name: String,
+    pub address: IpAddr,
+    /// 0 = every port of the address (used when no VIP has the packet's exact port).
+    pub port: u16,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    pub hash: HashFields,
+    /// Maglev table size, one of `maglev::SIZES`.
+    pub ring_size: u32,
+    pub fragments: Fragments,
+    /// Name of the serving target group ([`Config::group_of`]).
+    pub target_group: String,
+}
+
+impl Vip {
+    /// The VIP-map key: IPv4 in `addr[0..4]`, the port in network byte order.
+    pub fn key(&self) -> VipKey {
+        let (addr, family) = addr16(self.address);
+        VipKey {
+            addr,
+            port: self.port.to_be(),
+            proto: self.protocol.number(),
+            family,
+        }
+    }
+
+    /// The key of the fragment entry for this VIP's address and protocol.
+    pub fn fragment_key(&self) -> VipKey {
+        let key = self.key();
+        VipKey {
+            port: 0,
+            family: key.family | FAMILY_FRAG_KEY,
+            ..key
+        }
+    }
+
+    /// `lb_common::service::vip_flags` bits for `VipMeta::flags`.
+    pub fn flags(&self) -> u32 {
+        let hash = match self.hash {
+            HashFields::FiveTuple => 0,
+            HashFields::SourceIp => vip_flags::HASH_SRC_ONLY,
+            HashFields::SourceIpDestPort => vip_flags::HASH_SRC_DPORT,
+        };
+        let fragments = match self.fragments {
+            Fragments::Drop => 0,
+            Fragments::Route => vip_flags::FRAG_ROUTE,
+        };
+        hash | fragments
+    }
+
+    /// `lb_common::service::mode` value for `VipMeta::mode`.
+    pub fn mode_byte(&self) -> u8 {
+        match self.mode {
+            Mode::Dr => mode::DR,
+            Mode::Tunnel => mode::TUNNEL,
+            Mode::Gue { .. } => mode::GUE,
+        }
+    }
+
+    /// The VIP-map value for this VIP as `vip_id`, with a ring of `ring_size` slots
+    /// installed (0 before any ring is; see `Dataplane::install_ring` for the order of
+    /// updates when the size changes).
+    pub fn meta(&self, vip_id: u32, ring_size: u32) -> VipMeta {
+        let gue_port = match self.mode {
+            Mode::Gue { port } => port.to_be(),
+            Mode::Dr | Mode::Tunnel => 0,
+        };
+        VipMeta {
+            vip_id,
+            flags: self.flags(),
+            mode: self.mode_byte(),
+            _pad: 0,
+            gue_port,
+            ring_size,
+        }
+    }
+}
+
+/// `addr` as the data plane stores it: IPv4 in bytes `0..4`, and its family.
+fn addr16(addr: IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&a.octets());
+            (bytes, FAMILY_V4)
+        }
+        IpAddr::V6(a) => (a.octets(), FAMILY_V6),
+    }
+}
+
+/// Writes the name an enum value has in the file.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(Protocol, Mode, HashFields, Fragments, HealthCheckProtocol);
+
+/// A VIP's transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => PROTO_TCP,
+            Self::Udp => PROTO_UDP,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// How a VIP's packets reach its targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Direct routing: MAC rewrite only; targets of the VIP's family, on a directly
+    /// reachable network, holding the VIP.
+    Dr,
+    /// IP-in-IP (IPIP, IP6IP6, 4in6, 6in4 by the two families).
+    Tunnel,
+    /// IP-in-UDP (GUE variant 1) to this destination port on the target.
+    Gue { port: u16 },
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dr => "dr",
+            Self::Tunnel => "tunnel",
+            Self::Gue { .. } => "gue",
+        }
+    }
+}
+
+/// Which fields of a packet pick the target of a new flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashFields {
+    /// Source and destination address and port, and protocol.
+    FiveTuple,
+    /// The source address only (source-IP stickiness).
+    SourceIp,
+    /// The source address and the destination port.
+    SourceIpDestPort,
+}
+
+impl HashFields {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FiveTuple => "five-tuple",
+            Self::SourceIp => "source-ip",
+            Self::SourceIpDestPort => "source-ip-dest-port",
+        }
+    }
+}
+
+/// What happens to IP fragments addressed to a VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragments {
+    /// Dropped (counted as `fragment`).
+    Drop,
+    /// Forwarded: the whole VIP is hashed on (source, destination, protocol).
+    Route,
+}
+
+impl Fragments {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Route => "route",
+        }
+    }
+}
+
+/// One `[[target_group]]`: a named pool of targets with its health-check and lifecycle
+/// settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetGroup {
+    pub name: String,
+    /// In file order; addresses are unique within the group.
+    pub targets: Vec<Target>,
+    pub health_check: HealthCheck,
+    /// How long a deregistered target keeps its established flows.
+    pub deregistration_delay: Duration,
+    /// Ramp-up time of a newly healthy target's share; zero = off.
+    pub slow_start: Duration,
+    /// With every target unhealthy, route to all of them rather than to none.
+    pub fail_open: bool,
+}
+
+/// One backend server of a target group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub address: IpAddr,
+    /// Relative share of new flows; 0 = quiesce (no new flows, established ones continue).
+    pub weight: u16,
+}
+
+/// Active health-check settings of a target group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// When false, every target counts as healthy.
+    pub enabled: bool,
+    pub protocol: HealthCheckProtocol,
+    /// The port to check: the one configured, else the port of the VIPs the group serves.
+    /// `None` only when checks are disabled, or no VIP uses the group (and no port was
+    /// configured).
+    pub port: Option<u16>,
+    /// Present exactly when `protocol` is HTTP or HTTPS.
+    pub http: Option<HttpCheck>,
+    pub interval: Duration,
+    /// At most `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that make a target healthy.
+    pub healthy_threshold: u8,
+    /// Consecutive failures that make a target unhealthy.
+    pub unhealthy_threshold: u8,
+}
+
+/// How a target is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthCheckProtocol {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// An HTTP GET of the path answers with a matching status code.
+    Http,
+    /// As HTTP, over TLS.
+    Https,
+}
+
+impl HealthCheckProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+/// The HTTP(S) part of a health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// Request path, starting with `/`.
+    pub path: String,
+    /// Status codes that count as healthy.
+    pub matcher: StatusMatcher,
+}
+
+/// A set of HTTP status codes, written as NLB writes them: `200`, `200-299`, `200,202`,
+/// or a comma list mixing both; codes 200 to 599.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusMatcher {
+    /// Inclusive ranges, as written.
+    ranges: Vec<(u16, u16)>,
+}
+
+impl StatusMatcher {
+    /// NLB's range of allowed codes.
+    pub const CODES: std::ops::RangeInclusive<u16> = 200..=599;
+
+    /// Parses a matcher; the error says what is wrong, for a configuration message.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            let (lo, hi) = match part.split_once('-') {
+                Some((lo, hi)) => (Self::code(lo.trim())?, Self::code(hi.trim())?),
+                None => {
+                    let code = Self::code(part)?;
+                    (code, code)
+                }
+            };
+            if lo > hi {
+                return Err(format!(
+                    "\"{part}\" is an empty range (write the smaller code first)"
+                ));
+            }
+            ranges.push((lo, hi));
+        }
+        Ok(Self { ranges })
+    }
+
+    fn code(text: &str) -> Result<u16, String> {
+        let code: u16 = text.parse().map_err(|_| {
+            format!(
+                "\"{text}\" is not a status code; write codes, ranges and comma lists such as \
+                 \"200\", \"200-299\" or \"200,202\""
+            )
+        })?;
+        if !Self::CODES.contains(&code) {
+            return Err(format!(
+                "status code {code} is out of range: must be between {} and {}",
+                Self::CODES.start(),
+                Self::CODES.end()
+            ));
+        }
+        Ok(code)
+    }
+
+    /// Whether a response with `status` counts as healthy.
+    pub fn matches(&self, status: u16) -> bool {
+        self.ranges
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+impl fmt::Display for StatusMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(lo, hi)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not TOML, or not this schema's shape (unknown key, wrong type). TOML reports one
+    /// such error at a time.
+    #[error("{}{}{message}", origin(.path.as_deref()), position(*.line, *.column))]
+    Syntax {
+        path: Option<PathBuf>,
+        /// 1-based line and column (in characters) of the offending text, when known.
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    /// Well-formed, but some values are wrong: every problem found, one line each.
+    #[error("{}", invalid(.path.as_deref(), .problems))]
+    Invalid {
+        path: Option<PathBuf>,
+        problems: Vec<String>,
+    },
+}
+
+impl ConfigError {
+    /// The individual problems: every one for [`ConfigError::Invalid`], the message for
+    /// the others.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            Self::Invalid { problems, .. } => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+fn origin(path: Option<&Path>) -> String {
+    match path {
+        Some(p) => format!("configuration file {}: ", p.display()),
+        None => "configuration: ".to_owned(),
+    }
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+        (Some(l), None) => format!("line {l}: "),
+        _ => String::new(),
+    }
+}
+
+fn invalid(path: Option<&Path>, problems: &[String]) -> String {
+    let what = match path {
+        Some(p) => format!("configuration file {}", p.display()),
+        None => "configuration".to_owned(),
+    };
+    let count = match problems.len() {
+        1 => "1 problem".to_owned(),
+        n => format!("{n} problems"),
+    };
+    let mut text = format!("{what} is invalid ({count}):");
+    for p in problems {
+        text.push_str("\n  - ");
+        text.push_str(p);
+    }
+    text
+}
+
+/// Parses and validates a configuration.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with(text, None, &validate::Limits::DATA_PLANE)
+}
+
+/// Reads, parses and validates the configuration file at `path`; errors name the file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_with(&text, Some(path), &validate::Limits::DATA_PLANE)
+}
+
+fn parse_with(
+    text: &str,
+    path: Option<&Path>,
+    limits: &validate::Limits,
+) -> Result<Config, ConfigError> {
+    let raw: raw::File = toml::from_str(text).map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let (l, c) = line_column(text, span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError::Syntax {
+            path: path.map(Path::to_owned),
+            line,
+            column,
+            message: e.message().trim_end().to_owned(),
+        }
+    })?;
+    validate::validate(&raw, limits).map_err(|problems| ConfigError::Invalid {
+        path: path.map(Path::to_owned),
+        problems,
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
