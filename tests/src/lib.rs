@@ -3,6 +3,7 @@
 //! `tests/tests/`; the demo binary in `src/bin/`.
 
 pub mod fixture;
+pub mod lbnet;
 pub mod netns;
 pub mod packet;
 pub mod scenario;

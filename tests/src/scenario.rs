@@ -186,7 +186,8 @@ impl Scenario {
         lb.enter(|| dp.attach("fx0", AttachMode::Native))??;
         let fx0 = lb.ifindex("fx0")?;
         let fx2 = lb.ifindex("fx2")?;
-        dp.add_tx_port(fx2)?;
+        // Device-map entries name an ifindex in the caller's network namespace.
+        lb.enter(|| dp.add_tx_port(fx2))??;
         let cfg = dp.config()?;
 
         let v4s = vec![0, 1, 2];

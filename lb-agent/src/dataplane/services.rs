@@ -122,6 +122,8 @@ impl Dataplane {
     }
 
     /// Allows `XDP_REDIRECT` to interface `ifindex` (egress other than the ingress one).
+    /// The kernel resolves `ifindex` in the calling thread's network namespace, so call
+    /// this from the namespace the interface lives in.
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         let name = maps::TX_PORTS;
         let mut m = DevMapHash::try_from(self.map_mut(name)?)
