@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_agent::{
     config,
-    dataplane::{self, AttachMode, Counters, Dataplane, LoadOptions},
+    dataplane::{self, decap::DecapPlane, AttachMode, Counters, Dataplane, LoadOptions},
     object,
     services::Services,
 };
@@ -54,6 +54,27 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Backend side: strip lb's tunnels (IPIP, IP6IP6, 4in6, 6in4, GUE) addressed to this
+    /// host, for kernels without the ipip / fou modules. Runs until SIGINT/SIGTERM.
+    ///
+    /// Also gives a veth backend the XDP receive path that frames redirected by lb need.
+    Decap {
+        /// The backend's interface facing the load balancer.
+        #[arg(long)]
+        iface: String,
+        /// Outer destination addresses to decapsulate for (this host's addresses that
+        /// lb tunnels to). Repeat for several.
+        #[arg(long = "address", required = true)]
+        addresses: Vec<std::net::IpAddr>,
+        /// Accept GUE on this UDP port.
+        #[arg(long)]
+        gue_port: Option<u16>,
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        xdp_mode: Mode,
+        /// Load this eBPF object instead of the one embedded at build time.
+        #[arg(long)]
+        bpf_object: Option<PathBuf>,
+    },
     /// Remove persisted state for an interface: detach the program and unpin its maps.
     Down {
         #[arg(long)]
@@ -93,6 +114,13 @@ fn main() -> ExitCode {
             stats_interval,
             config,
         ),
+        Command::Decap {
+            iface,
+            addresses,
+            gue_port,
+            xdp_mode,
+            bpf_object,
+        } => decap(&iface, &addresses, gue_port, xdp_mode, bpf_object),
         Command::Down { iface } => down(&iface),
     };
     match result {
@@ -128,6 +156,7 @@ fn run(
             }),
     };
     let mut dp = Dataplane::load_with(&bytes, &options).context("loading the data plane")?;
+    allow_egress(&mut dp)?;
     let mut services = Services::new();
     if let Some(cfg) = &cfg {
         apply(&mut services, cfg, &mut dp)?;
@@ -200,10 +229,57 @@ fn reload(dp: &mut Dataplane, services: &mut Services, config_path: Option<&Path
     }
 }
 
+/// Allows `XDP_REDIRECT` to every interface of this network namespace but loopback: the
+/// FIB decides where a backend is; the device map only limits where lb may send.
+/// Interfaces added after start are not included (restart or reload to pick them up).
+fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<()> {
+    let mut allowed = Vec::new();
+    for entry in std::fs::read_dir("/sys/class/net").context("listing interfaces")? {
+        let entry = entry.context("listing interfaces")?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "lo" {
+            continue;
+        }
+        let ifindex: u32 = std::fs::read_to_string(entry.path().join("ifindex"))
+            .with_context(|| format!("reading the ifindex of {name}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing the ifindex of {name}"))?;
+        dp.add_tx_port(ifindex)
+            .with_context(|| format!("allowing redirects to {name}"))?;
+        allowed.push(name);
+    }
+    allowed.sort();
+    info!(
+        interfaces = allowed.join(","),
+        "egress interfaces allowed for XDP_REDIRECT"
+    );
+    Ok(())
+}
+
+/// Asks the kernel to resolve every target's neighbour entry now (an empty datagram to
+/// the discard port), so the first packets of real flows find it; until then the data
+/// plane passes them to the kernel (`fib_no_neighbour`).
+fn warm_neighbours(cfg: &config::Config) {
+    for target in cfg.target_groups.iter().flat_map(|g| &g.targets) {
+        let bind = if target.address.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let sent = std::net::UdpSocket::bind(bind)
+            .and_then(|s| s.send_to(&[], std::net::SocketAddr::new(target.address, 9)));
+        if let Err(e) = sent {
+            warn!(target = %target.address, "could not prompt neighbour resolution: {e}");
+        }
+    }
+}
+
 fn apply(services: &mut Services, cfg: &config::Config, dp: &mut Dataplane) -> anyhow::Result<()> {
     for w in &cfg.warnings {
         warn!("configuration: {w}");
     }
+    warm_neighbours(cfg);
     let report = services
         .apply(cfg, dp)
         .context("applying the configuration")?;
@@ -233,6 +309,55 @@ fn log_counters(c: &Counters) {
         traffic = traffic.join(" "),
         "packet counters"
     );
+}
+
+fn decap(
+    iface: &str,
+    addresses: &[std::net::IpAddr],
+    gue_port: Option<u16>,
+    mode: Mode,
+    bpf_object: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let bytes = object::load_bytes(bpf_object.as_deref())?;
+    let mut plane = DecapPlane::load(&bytes).context("loading lb_decap")?;
+    for a in addresses {
+        plane.add_address(*a)?;
+    }
+    if let Some(port) = gue_port {
+        plane.set_gue_port(port)?;
+    }
+    let mode = match mode {
+        Mode::Native => AttachMode::Native,
+        Mode::Generic => AttachMode::Generic,
+    };
+    plane
+        .attach(iface, mode)
+        .with_context(|| format!("attaching lb_decap to {iface}"))?;
+    let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    info!(iface, addresses = list.join(","), gue_port, "decapsulating");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let signal_name = rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        anyhow::Ok(tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        })
+    })?;
+    let c = plane.counters()?;
+    let counts: Vec<String> = lb_common::decap::DecapEvent::ALL
+        .iter()
+        .map(|e| format!("{}={}", e.name(), c[*e as usize].packets))
+        .collect();
+    info!(
+        signal = signal_name,
+        counters = counts.join(" "),
+        "stopping; lb_decap detaches"
+    );
+    Ok(())
 }
 
 fn down(iface: &str) -> anyhow::Result<()> {
