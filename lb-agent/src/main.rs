@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_agent::{
     config,
-    dataplane::{self, decap::DecapPlane, AttachMode, Counters, Dataplane, LoadOptions},
+    dataplane::{self, decap::DecapPlane, AttachMode, Counters, Dataplane, LoadOptions, PinLayout},
     object,
-    services::Services,
+    services::{Services, ServicesState},
 };
 use lb_common::{TrafficClass, Verdict};
 use tokio::signal::unix::{signal, SignalKind};
@@ -30,9 +30,11 @@ struct Cli {
 enum Command {
     /// Load the data plane, attach it to an interface, and run until SIGINT/SIGTERM.
     ///
-    /// Without --persist, stopping the agent detaches the program and leaves nothing
-    /// behind. With --persist, the program stays attached and its maps stay pinned under
-    /// /sys/fs/bpf/lb/<iface> after the agent exits; `lb-agent down` removes them.
+    /// The program, its maps (flow table and counters included) and its link are pinned
+    /// under /sys/fs/bpf/lb/<iface>: stopping or killing the agent never stops forwarding,
+    /// and the next `run` adopts them (replacing the program atomically, which is also
+    /// how an upgrade to a new object happens). `lb-agent down` removes it all.
+    /// With --ephemeral nothing is pinned and stopping the agent detaches the program.
     Run {
         /// Interface to attach to (the load balancer's ingress).
         #[arg(long)]
@@ -40,9 +42,9 @@ enum Command {
         /// XDP attach mode. Native runs in the driver; generic is slow and for testing.
         #[arg(long, value_enum, default_value_t = Mode::Native)]
         xdp_mode: Mode,
-        /// Keep the program attached and its maps pinned after the agent exits.
+        /// Pin nothing; detach when the agent stops (for trying things out).
         #[arg(long)]
-        persist: bool,
+        ephemeral: bool,
         /// Load this eBPF object instead of the one embedded at build time.
         #[arg(long)]
         bpf_object: Option<PathBuf>,
@@ -102,14 +104,14 @@ fn main() -> ExitCode {
         Command::Run {
             iface,
             xdp_mode,
-            persist,
+            ephemeral,
             bpf_object,
             stats_interval,
             config,
         } => run(
             &iface,
             xdp_mode,
-            persist,
+            ephemeral,
             bpf_object,
             stats_interval,
             config,
@@ -135,13 +137,13 @@ fn main() -> ExitCode {
 fn run(
     iface: &str,
     mode: Mode,
-    persist: bool,
+    ephemeral: bool,
     bpf_object: Option<PathBuf>,
     stats_interval: u64,
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     // Read and validate the configuration before touching the kernel: a bad file stops
-    // the agent with the reason and nothing attached.
+    // the agent with the reason and changes nothing.
     let cfg = config_path
         .as_deref()
         .map(config::load)
@@ -155,38 +157,135 @@ fn run(
                 c.agent.flow_table_entries
             }),
     };
-    let mut dp = Dataplane::load_with(&bytes, &options).context("loading the data plane")?;
-    allow_egress(&mut dp)?;
-    let mut services = Services::new();
-    if let Some(cfg) = &cfg {
-        apply(&mut services, cfg, &mut dp)?;
-    }
     let mode = match mode {
         Mode::Native => AttachMode::Native,
         Mode::Generic => AttachMode::Generic,
     };
+    let layout = PinLayout::for_interface(iface);
+    let state = StateFile::for_interface(iface);
+    let (mut dp, mut services) = if ephemeral {
+        let dp = Dataplane::load_with(&bytes, &options).context("loading the data plane")?;
+        (dp, Services::new())
+    } else {
+        let (dp, adopted) = Dataplane::load_pinned(&bytes, &options, &layout)
+            .context("loading the data plane (pinned)")?;
+        let services = if adopted {
+            match state.load()? {
+                Some(saved) => {
+                    info!(path = %state.path.display(), "continuing the previous agent's VIP and backend ids");
+                    Services::restore(&saved)
+                }
+                None => {
+                    warn!("pinned maps found but no saved ids: VIP ids may change and flows re-hash once");
+                    Services::new()
+                }
+            }
+        } else {
+            Services::new()
+        };
+        (dp, services)
+    };
     dataplane::enable_forwarding(iface)?;
-    dp.attach(iface, mode)
-        .with_context(|| format!("attaching to {iface}"))?;
+    allow_egress(&mut dp)?;
+    // Configure before attaching (or swapping in) the program: its first packet already
+    // sees every VIP.
+    if let Some(cfg) = &cfg {
+        apply(&mut services, cfg, &mut dp)?;
+        if !ephemeral {
+            state.save(&services.state())?;
+        }
+    }
+    if ephemeral {
+        dp.attach(iface, mode)
+            .with_context(|| format!("attaching to {iface}"))?;
+    } else {
+        dp.attach_pinned(iface, mode, &layout)
+            .with_context(|| format!("attaching to {iface}"))?;
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let persisted = (!ephemeral).then_some(&state);
     let signal_name = rt.block_on(serve(
         &mut dp,
         &mut services,
         config_path.as_deref(),
+        persisted,
         stats_interval,
     ))?;
     info!(signal = signal_name, "stopping");
     log_counters(&dp.counters()?);
-    if persist {
-        dp.persist().context("pinning the data plane")?;
-    } else {
+    if ephemeral {
         dp.detach().context("detaching")?;
+    } else {
+        info!(
+            iface,
+            "the data plane keeps forwarding; `lb-agent down --iface {iface}` removes it"
+        );
     }
     Ok(())
+}
+
+/// Where the agent keeps its id allocation between runs (`/run`: gone at reboot, as the
+/// pins are).
+struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    fn for_interface(iface: &str) -> Self {
+        Self {
+            path: Path::new("/run/lb")
+                .join(dataplane::scope(iface))
+                .join("state.json"),
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<Option<ServicesState>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => {
+                Ok(Some(serde_json::from_str(&text).with_context(|| {
+                    format!("parsing {}", self.path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+        }
+    }
+
+    /// Written to a temporary file and renamed over the old one: a crash never leaves a
+    /// half-written state.
+    fn save(&self, state: &ServicesState) -> anyhow::Result<()> {
+        let dir = self.path.parent().context("state path has no directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(state).context("serializing the state")?;
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("replacing {}", self.path.display()))
+    }
+
+    fn remove(&self) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+            }
+            // Empty parents (netns-<name>/, /run/lb) go too; errors here only mean
+            // another interface still has state, which stays.
+            let mut parent = dir.parent();
+            while let Some(p) = parent.filter(|p| p.starts_with("/run/lb")) {
+                if std::fs::remove_dir(p).is_err() {
+                    break;
+                }
+                parent = p.parent();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Logs counters every `stats_interval` seconds and reloads the configuration on SIGHUP,
@@ -195,6 +294,7 @@ async fn serve(
     dp: &mut Dataplane,
     services: &mut Services,
     config_path: Option<&Path>,
+    state: Option<&StateFile>,
     stats_interval: u64,
 ) -> anyhow::Result<&'static str> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -206,14 +306,19 @@ async fn serve(
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => reload(dp, services, config_path),
+            _ = hup.recv() => reload(dp, services, config_path, state),
             _ = ticker.tick(), if stats_interval > 0 => log_counters(&dp.counters()?),
         }
     }
 }
 
 /// SIGHUP: re-read the configuration; an invalid one is reported and changes nothing.
-fn reload(dp: &mut Dataplane, services: &mut Services, config_path: Option<&Path>) {
+fn reload(
+    dp: &mut Dataplane,
+    services: &mut Services,
+    config_path: Option<&Path>,
+    state: Option<&StateFile>,
+) {
     let Some(path) = config_path else {
         warn!("SIGHUP ignored: the agent was started without --config");
         return;
@@ -223,6 +328,10 @@ fn reload(dp: &mut Dataplane, services: &mut Services, config_path: Option<&Path
         Ok(cfg) => {
             if let Err(e) = apply(services, &cfg, dp) {
                 error!("applying the reloaded configuration failed: {e:#}");
+            } else if let Some(state) = state {
+                if let Err(e) = state.save(&services.state()) {
+                    error!("saving the VIP and backend ids failed: {e:#}");
+                }
             }
         }
         Err(e) => error!("configuration rejected, the running one stays in place: {e}"),
@@ -234,18 +343,16 @@ fn reload(dp: &mut Dataplane, services: &mut Services, config_path: Option<&Path
 /// Interfaces added after start are not included (restart or reload to pick them up).
 fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<()> {
     let mut allowed = Vec::new();
-    for entry in std::fs::read_dir("/sys/class/net").context("listing interfaces")? {
-        let entry = entry.context("listing interfaces")?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    // Through netlink, not /sys/class/net: sysfs shows the namespace that mounted it.
+    for iface in nix::net::if_::if_nameindex()
+        .context("listing interfaces")?
+        .iter()
+    {
+        let name = iface.name().to_string_lossy().into_owned();
         if name == "lo" {
             continue;
         }
-        let ifindex: u32 = std::fs::read_to_string(entry.path().join("ifindex"))
-            .with_context(|| format!("reading the ifindex of {name}"))?
-            .trim()
-            .parse()
-            .with_context(|| format!("parsing the ifindex of {name}"))?;
-        dp.add_tx_port(ifindex)
+        dp.add_tx_port(iface.index())
             .with_context(|| format!("allowing redirects to {name}"))?;
         allowed.push(name);
     }
@@ -361,6 +468,7 @@ fn decap(
 }
 
 fn down(iface: &str) -> anyhow::Result<()> {
+    StateFile::for_interface(iface).remove()?;
     if dataplane::down(iface)? {
         println!("lb: removed persisted data plane on {iface}");
     } else {

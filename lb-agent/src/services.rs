@@ -77,6 +77,49 @@ pub enum ApplyError {
     Dataplane(#[from] DataplaneError),
 }
 
+/// The id allocation a restarted agent continues (saved as JSON between runs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServicesState {
+    pub vips: Vec<SavedVip>,
+    pub backends: Vec<SavedBackend>,
+    pub next_backend: u32,
+    pub freed_backends: Vec<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedVip {
+    pub name: String,
+    pub id: u32,
+    pub address: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedBackend {
+    pub group: String,
+    pub address: IpAddr,
+    pub id: u32,
+}
+
+fn key_addr(key: &VipKey) -> IpAddr {
+    if key.family == lb_common::service::FAMILY_V4 {
+        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+    } else {
+        IpAddr::from(key.addr)
+    }
+}
+
+fn saved_key(v: &SavedVip) -> VipKey {
+    let (addr, family) = addr16(v.address);
+    VipKey {
+        addr,
+        port: v.port.to_be(),
+        proto: v.proto,
+        family,
+    }
+}
+
 /// One target as the data plane knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct BackendId(u32);
@@ -114,6 +157,10 @@ pub struct ApplyReport {
 /// The agent's record of what it installed in the data plane.
 #[derive(Debug, Default)]
 pub struct Services {
+    /// VIP name → id and key, for every VIP in the data plane (also those adopted from a
+    /// previous agent, whose rings this agent has not built itself).
+    vip_ids: BTreeMap<String, (u32, VipKey)>,
+    /// What this agent installed itself (rings it can diff against).
     vips: BTreeMap<String, Installed>,
     backend_ids: BTreeMap<(String, IpAddr), BackendId>,
     /// The next never-used backend id; after the last, freed ids are reused lowest first.
@@ -148,7 +195,7 @@ impl Services {
             .collect()
     }
 
-    /// The VIP id and installed ring of VIP `name`.
+    /// The VIP id and the ring this agent installed for VIP `name`.
     pub fn vip(&self, name: &str) -> Option<(u32, &maglev::Table)> {
         self.vips.get(name).map(|v| (v.id, &v.table))
     }
@@ -158,6 +205,57 @@ impl Services {
         self.backend_ids
             .get(&(group.to_owned(), address))
             .map(|b| b.0)
+    }
+
+    /// The id allocation, to be saved and handed to the next agent ([`Services::restore`]),
+    /// so that a restarted agent keeps every VIP and backend id and the flow table stays
+    /// valid.
+    pub fn state(&self) -> ServicesState {
+        ServicesState {
+            vips: self
+                .vip_ids
+                .iter()
+                .map(|(name, (id, key))| SavedVip {
+                    name: name.clone(),
+                    id: *id,
+                    address: key_addr(key),
+                    port: u16::from_be(key.port),
+                    proto: key.proto,
+                })
+                .collect(),
+            backends: self
+                .backend_ids
+                .iter()
+                .map(|((group, address), id)| SavedBackend {
+                    group: group.clone(),
+                    address: *address,
+                    id: id.0,
+                })
+                .collect(),
+            next_backend: self.next_backend,
+            freed_backends: self.freed_backends.iter().copied().collect(),
+        }
+    }
+
+    /// Services that continue a previous agent's id allocation. Rings are rebuilt on the
+    /// next apply (identical ones for an unchanged configuration, swapped in whole).
+    pub fn restore(state: &ServicesState) -> Self {
+        Self {
+            vip_ids: state
+                .vips
+                .iter()
+                .map(|v| (v.name.clone(), (v.id, saved_key(v))))
+                .collect(),
+            vips: BTreeMap::new(),
+            backend_ids: state
+                .backends
+                .iter()
+                .map(|b| ((b.group.clone(), b.address), BackendId(b.id)))
+                .collect(),
+            next_backend: state.next_backend,
+            freed_backends: state.freed_backends.iter().copied().collect(),
+            config: None,
+        }
     }
 
     /// What [`Services::apply`] would do, without writing anything.
@@ -200,9 +298,9 @@ impl Services {
             .map(|(k, _)| key_bytes(k))
             .collect();
         for name in &plan.removed_vips {
-            if let Some(old) = self.vips.get(name) {
-                dp.remove_vip(&old.key)?;
-                let frag = frag_key(&old.key);
+            if let Some((_, key)) = self.vip_ids.get(name) {
+                dp.remove_vip(key)?;
+                let frag = frag_key(key);
                 if !live_frag_keys.contains(&key_bytes(&frag)) {
                     dp.remove_vip(&frag)?;
                 }
@@ -225,6 +323,11 @@ impl Services {
         for name in &report.removed {
             info!(vip = name, "VIP removed");
         }
+        self.vip_ids = plan
+            .vips
+            .iter()
+            .map(|(name, v)| (name.clone(), (v.id, v.key)))
+            .collect();
         self.vips = plan.vips.into_iter().collect();
         self.backend_ids = plan.backend_ids;
         self.next_backend = plan.next_backend;
@@ -283,17 +386,17 @@ impl Services {
 
         // VIP ids: keep existing ones, lowest free id for new VIPs.
         let used: BTreeSet<u32> = self
-            .vips
+            .vip_ids
             .iter()
             .filter(|(name, _)| cfg.vip(name).is_some())
-            .map(|(_, v)| v.id)
+            .map(|(_, (id, _))| *id)
             .collect();
         let mut free_ids = (0..MAX_VIPS).filter(|id| !used.contains(id));
         let mut vips = Vec::new();
         let mut metas = Vec::new();
         for vip in &cfg.vips {
-            let id = match self.vips.get(&vip.name) {
-                Some(old) => old.id,
+            let id = match self.vip_ids.get(&vip.name) {
+                Some((id, _)) => *id,
                 None => free_ids.next().ok_or(ApplyError::TooManyVips)?,
             };
             let members: Vec<maglev::Backend> = cfg
@@ -352,7 +455,7 @@ impl Services {
             .map(|(key, i)| (key, metas[i]))
             .collect();
         let removed_vips: Vec<String> = self
-            .vips
+            .vip_ids
             .keys()
             .filter(|name| cfg.vip(name).is_none())
             .cloned()
@@ -601,6 +704,34 @@ mod tests {
         assert_eq!(s.vip("web").map(|v| v.0), web_id);
         // web's tcp entry and its tcp fragment entry remain; dns's udp entries are gone.
         assert_eq!(dp.vips.len(), 2, "{:?}", dp.log);
+    }
+
+    #[test]
+    fn a_restored_agent_keeps_every_id_and_installs_identical_rings() {
+        let mut first = Services::new();
+        let mut dp = Fake::default();
+        first.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        let rings = dp.rings.clone();
+        let vips = dp.vips.clone();
+        let saved = first.state();
+        let json = serde_json::to_string(&saved).expect("serialize");
+        let restored: ServicesState = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(restored, saved);
+        let mut second = Services::restore(&restored);
+        second.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        assert_eq!(dp.rings, rings, "rings changed across a restart");
+        assert_eq!(dp.vips, vips, "VIP entries changed across a restart");
+        assert_eq!(second.state(), saved);
+        // A VIP removed while the agent was down is removed on the restored agent's apply.
+        let start = TWO_VIPS
+            .find("        [[vip]]\n        name = \"dns\"")
+            .expect("dns block");
+        let end = TWO_VIPS.find("        [[target_group]]").expect("groups");
+        let only_web = format!("{}{}", &TWO_VIPS[..start], &TWO_VIPS[end..]);
+        let mut third = Services::restore(&saved);
+        let report = third.apply(&cfg(&only_web), &mut dp).expect("apply");
+        assert_eq!(report.removed, vec!["dns".to_string()]);
+        assert_eq!(dp.vips.len(), 2);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! runner and the network-namespace topology builder. The tests themselves live in
 //! `tests/tests/`; the demo binary in `src/bin/`.
 
+pub mod agentnet;
 pub mod fixture;
 pub mod lbnet;
 pub mod netns;

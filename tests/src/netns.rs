@@ -264,6 +264,18 @@ impl Ns {
 
     /// Runs `prog args` in the namespace to completion; fails, quoting its stderr, on non-zero
     /// exit.
+    /// Like [`Ns::command`] but entering only the network namespace (`nsenter --net`):
+    /// the process keeps the host's mount namespace, so what it pins in bpffs outlives it
+    /// (`ip netns exec` gives each process a private /sys, pins included).
+    pub fn command_net_only(&self, prog: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path().display()))
+            .arg(prog)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
     pub fn run(&self, prog: &str, args: &[&str]) -> Result<Output> {
         run_checked(&mut self.command(prog, args))
     }

@@ -38,8 +38,10 @@ pub fn run(options: Options) -> Result<()> {
         );
         agent.args(["--xdp-mode", "generic"]);
     }
-    if options.pin {
-        agent.arg("--persist");
+    // Without --pin, stopping build-and-load leaves nothing behind (a development
+    // loop); with it, the agent pins its state and a later run adopts it.
+    if !options.pin {
+        agent.arg("--ephemeral");
     }
     println!("build-and-load: {}", process::display(&agent));
     Err(process::exec(&mut agent))

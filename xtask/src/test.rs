@@ -20,8 +20,14 @@ pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
         phase::run("lint", || lint::run(&object))?;
     }
     phase::run("unit and integration tests", || {
+        let root = build::workspace_root()?;
+        // The end-to-end tests run the real lb-agent binary; `cargo test` does not build
+        // another package's binaries, so build it (same profile) first.
+        let mut agent = cargo::host(&root, Some(&object));
+        agent.args(["build", "-p", "lb-agent", "--bins"]);
+        process::run(&mut agent).context("building lb-agent for the end-to-end tests")?;
         // The default members: every crate but lb-ebpf, which only builds for BPF.
-        let mut cmd = cargo::host(&build::workspace_root()?, Some(&object));
+        let mut cmd = cargo::host(&root, Some(&object));
         cmd.arg("test").args(cargo_args);
         run_and_total(&mut cmd)
     })

@@ -90,6 +90,16 @@ pub enum DataplaneError {
          remove it with `lb-agent down --iface {iface}` before starting a new agent on it"
     )]
     AlreadyPinned { iface: String, path: PathBuf },
+    #[error(
+        "pinned map `{name}` at {path} has {found}, this agent expects {expected}: \
+         a different lb version pinned it; `lb-agent down` removes it (and every flow)"
+    )]
+    PinnedLayout {
+        name: &'static str,
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("mounting bpffs at {BPFFS} failed: {0}")]
     MountBpffs(nix::Error),
 }
@@ -121,7 +131,7 @@ pub struct PinLayout {
 impl PinLayout {
     pub fn for_interface(iface: &str) -> Self {
         Self {
-            dir: Path::new(PIN_ROOT).join(iface),
+            dir: Path::new(PIN_ROOT).join(scope(iface)),
         }
     }
     pub fn dir(&self) -> &Path {
@@ -188,6 +198,174 @@ impl Dataplane {
         Ok(dp)
     }
 
+    /// Loads `object` with every map pinned under `layout`: maps a previous agent pinned
+    /// are reused as they are (flow table, counters, VIPs, rings), after checking that
+    /// each has the layout this agent expects; missing ones are created and pinned. The
+    /// flow table keeps its pinned capacity (a different `options.flow_entries` is
+    /// reported and ignored: resizing would drop every flow).
+    pub fn load_pinned(
+        object: &[u8],
+        options: &LoadOptions,
+        layout: &PinLayout,
+    ) -> Result<(Self, bool), DataplaneError> {
+        ensure_bpffs()?;
+        let maps_dir = layout.dir().join("maps");
+        std::fs::create_dir_all(&maps_dir).map_err(|source| DataplaneError::Fs {
+            what: "creating",
+            path: maps_dir.clone(),
+            source,
+        })?;
+        let mut flow_entries = options.flow_entries;
+        let mut adopted = false;
+        for &name in maps::ALL {
+            let path = layout.map(name);
+            if !path.exists() {
+                continue;
+            }
+            adopted = true;
+            let info = aya::maps::MapInfo::from_pin(&path)
+                .map_err(|source| DataplaneError::Map { name, source })?;
+            let (key, value, entries) = expected_layout(name);
+            let actual = (info.key_size(), info.value_size(), info.max_entries());
+            let fits = actual.0 == key
+                && value.is_none_or(|v| v == actual.1)
+                && entries.is_none_or(|e| e == actual.2);
+            if !fits {
+                return Err(DataplaneError::PinnedLayout {
+                    name,
+                    path,
+                    found: format!("key {} value {} entries {}", actual.0, actual.1, actual.2),
+                    expected: format!("key {key} value {value:?} entries {entries:?}"),
+                });
+            }
+            if name == maps::FLOWS && actual.2 != flow_entries {
+                warn!(
+                    pinned = actual.2,
+                    configured = flow_entries,
+                    "keeping the pinned flow table's size; `lb-agent down` and a restart resize it (and drop every flow)"
+                );
+                flow_entries = actual.2;
+            }
+        }
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::FLOWS, flow_entries);
+        let paths: Vec<(&'static str, PathBuf)> =
+            maps::ALL.iter().map(|&n| (n, layout.map(n))).collect();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(object)?;
+        check_maps(&ebpf)?;
+        xdp_program(&mut ebpf)?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                action: "loading the XDP program (verifier)",
+                source,
+            })?;
+        let mut dp = Self {
+            ebpf,
+            attachment: None,
+        };
+        if !adopted {
+            dp.set_config(&lb_common::LbConfig::default())?;
+        }
+        Ok((dp, adopted))
+    }
+
+    /// Attaches to `iface` through a link pinned under `layout`, so that the program keeps
+    /// running when this agent exits or is killed. If a previous agent's link is pinned
+    /// there, this program replaces the running one in it atomically (`bpf_link_update`):
+    /// no packet goes unprocessed. Returns whether an existing link was adopted.
+    pub fn attach_pinned(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        layout: &PinLayout,
+    ) -> Result<bool, DataplaneError> {
+        let link_path = layout.link();
+        if link_path.exists() {
+            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Fs {
+                what: "opening pinned link",
+                path: link_path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            let link =
+                aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+                    DataplaneError::Fs {
+                        what: "the pinned link is not an XDP link",
+                        path: link_path.clone(),
+                        source: io::Error::other(e.to_string()),
+                    }
+                })?;
+            let id = xdp_program(&mut self.ebpf)?
+                .attach_to_link(link)
+                .map_err(|source| DataplaneError::Program {
+                    action: "replacing the program in the pinned link",
+                    source,
+                })?;
+            info!(iface, link = %link_path.display(), "adopted the running data plane: program replaced atomically");
+            self.attachment = Some(Attachment {
+                iface: iface.to_owned(),
+                link: id,
+            });
+            return Ok(true);
+        }
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .map_err(|_| DataplaneError::NoSuchInterface(iface.to_owned()))?;
+        if mode == AttachMode::Generic {
+            warn!(
+                iface,
+                "attaching in GENERIC (skb) XDP mode: slow, for testing only"
+            );
+        }
+        let prog = xdp_program(&mut self.ebpf)?;
+        let id = prog
+            .attach_to_if_index(ifindex, mode.xdp_mode())
+            .map_err(|source| DataplaneError::Program {
+                action: "attaching the XDP program",
+                source,
+            })?;
+        let link = prog
+            .take_link(id)
+            .map_err(|source| DataplaneError::Program {
+                action: "taking the XDP link",
+                source,
+            })?;
+        let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Fs {
+            what:
+                "the XDP attachment is a netlink attachment (kernel without bpf_link?); cannot pin",
+            path: link_path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let pinned = fd_link
+            .pin(&link_path)
+            .map_err(|source| DataplaneError::Pin {
+                path: link_path.clone(),
+                source,
+            })?;
+        // Keep a handle to the link so a later `attach_pinned` in this process (an
+        // upgrade) can find it; the pin alone keeps it attached after exit.
+        let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+            DataplaneError::Fs {
+                what: "re-opening the pinned link",
+                path: link_path.clone(),
+                source: io::Error::other(e.to_string()),
+            }
+        })?;
+        let id = xdp_program(&mut self.ebpf)?
+            .attach_to_link(link)
+            .map_err(|source| DataplaneError::Program {
+                action: "holding the pinned link",
+                source,
+            })?;
+        info!(iface, ifindex, ?mode, link = %link_path.display(), "XDP program attached and pinned: it keeps running after the agent exits");
+        self.attachment = Some(Attachment {
+            iface: iface.to_owned(),
+            link: id,
+        });
+        Ok(false)
+    }
+
     /// Attaches the program to `iface`. Refuses if persisted state for that interface
     /// exists, so two agents never fight over one interface.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), DataplaneError> {
@@ -232,48 +410,6 @@ impl Dataplane {
         info!(iface = att.iface, "XDP program detached");
         Ok(())
     }
-
-    /// Pins the maps and the XDP link under [`PIN_ROOT`]`/<iface>` so that the program keeps
-    /// running, and its counters keep counting, after this agent exits.
-    /// `lb-agent down --iface <iface>` removes it all.
-    pub fn persist(&mut self) -> Result<PinLayout, DataplaneError> {
-        let att = self.attachment.take().ok_or(DataplaneError::NotAttached)?;
-        let layout = PinLayout::for_interface(&att.iface);
-        ensure_bpffs()?;
-        let maps_dir = layout.dir().join("maps");
-        std::fs::create_dir_all(&maps_dir).map_err(|source| DataplaneError::Fs {
-            what: "creating",
-            path: maps_dir.clone(),
-            source,
-        })?;
-        for &name in maps::ALL {
-            let map = self
-                .ebpf
-                .map(name)
-                .ok_or(DataplaneError::MissingMap(name))?;
-            let path = layout.map(name);
-            map.pin(&path)
-                .map_err(|source| DataplaneError::Pin { path, source })?;
-        }
-        let link = xdp_program(&mut self.ebpf)?
-            .take_link(att.link)
-            .map_err(|source| DataplaneError::Program {
-                action: "taking the XDP link",
-                source,
-            })?;
-        let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Fs {
-            what:
-                "the XDP attachment is a netlink attachment (kernel without bpf_link?); cannot pin",
-            path: layout.link(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        let path = layout.link();
-        fd_link
-            .pin(&path)
-            .map_err(|source| DataplaneError::Pin { path, source })?;
-        info!(iface = att.iface, dir = %layout.dir().display(), "data plane pinned; it keeps running after the agent exits");
-        Ok(layout)
-    }
 }
 
 /// Removes an interface's persisted state: unpinning the link detaches the program once
@@ -303,7 +439,21 @@ pub fn down(iface: &str) -> Result<bool, DataplaneError> {
         path: layout.dir().to_owned(),
         source,
     })?;
-    // Remove PIN_ROOT too once no interface uses it; other interfaces' state stays.
+    // Remove the empty parents too (netns-<name>/, then PIN_ROOT) once no interface uses
+    // them; other interfaces' state stays.
+    if let Some(parent) = layout.dir().parent().filter(|p| *p != Path::new(PIN_ROOT)) {
+        match std::fs::remove_dir(parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+            Err(source) => {
+                return Err(DataplaneError::Fs {
+                    what: "removing",
+                    path: parent.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
     match std::fs::remove_dir(PIN_ROOT) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
@@ -320,6 +470,25 @@ pub fn down(iface: &str) -> Result<bool, DataplaneError> {
         "persisted data plane removed: program detached, maps unpinned"
     );
     Ok(true)
+}
+
+/// The name of an interface's state under lb's pin and run directories: the interface
+/// name, under `netns-<name>/` when the agent runs in a named network namespace
+/// (`/run/netns/<name>`), so that interfaces of the same name in different namespaces
+/// never share state.
+pub fn scope(iface: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let own = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
+    let named = std::fs::read_dir("/run/netns").ok().and_then(|dir| {
+        dir.flatten().find_map(|e| {
+            let ino = std::fs::metadata(e.path()).map(|m| m.ino()).ok();
+            (ino.is_some() && ino == own).then(|| e.file_name().to_string_lossy().into_owned())
+        })
+    });
+    match named {
+        Some(ns) => Path::new(&format!("netns-{ns}")).join(iface),
+        None => PathBuf::from(iface),
+    }
 }
 
 /// Enables IPv4 and IPv6 forwarding on `iface`: `bpf_fib_lookup` answers only for
@@ -370,7 +539,12 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
             None::<&str>,
         )
         .map_err(DataplaneError::MountBpffs)?;
-        info!(path = BPFFS, "mounted bpffs");
+        warn!(
+            path = BPFFS,
+            "mounted bpffs: pins outlive the agent only if this mount is in the host's mount \
+             namespace (under `ip netns exec` it is private and vanishes at exit; use \
+             `nsenter --net=/run/netns/<name>` there)"
+        );
     }
     Ok(())
 }
@@ -383,6 +557,37 @@ fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
             action: "finding the XDP program",
             source,
         })
+}
+
+/// Key size, value size (None: not checked) and entry count (None: any) each map must have.
+fn expected_layout(name: &str) -> (u32, Option<u32>, Option<u32>) {
+    use core::mem::size_of;
+    use lb_common::{
+        service::{MAX_BACKENDS, MAX_VIPS},
+        Backend, DropReason, Event, FloodWindow, FlowKey, FlowValue, LbConfig, ServiceCounter,
+        VipKey, VipMeta,
+    };
+    let s = |n: usize| Some(n as u32);
+    match name {
+        maps::VERDICTS => (4, s(size_of::<Counter>()), Some(Verdict::COUNT)),
+        maps::TRAFFIC => (4, s(size_of::<Counter>()), Some(TrafficClass::COUNT)),
+        maps::DROPS => (4, s(size_of::<Counter>()), Some(DropReason::COUNT)),
+        maps::EVENTS => (4, s(size_of::<Counter>()), Some(Event::COUNT)),
+        maps::VIPS => (
+            size_of::<VipKey>() as u32,
+            s(size_of::<VipMeta>()),
+            Some(MAX_VIPS * 2),
+        ),
+        maps::RINGS => (4, s(4), Some(MAX_VIPS)),
+        maps::BACKENDS => (4, s(size_of::<Backend>()), Some(MAX_BACKENDS)),
+        maps::FLOWS => (size_of::<FlowKey>() as u32, s(size_of::<FlowValue>()), None),
+        maps::CONFIG => (4, s(size_of::<LbConfig>()), Some(1)),
+        maps::VIP_STATS => (4, s(size_of::<ServiceCounter>()), Some(MAX_VIPS)),
+        maps::BACKEND_STATS => (4, s(size_of::<ServiceCounter>()), Some(MAX_BACKENDS)),
+        maps::FLOOD => (4, s(size_of::<FloodWindow>()), Some(1)),
+        // A device map's value layout is the kernel's (struct bpf_devmap_val).
+        _ => (4, None, None),
+    }
 }
 
 /// Every map the ABI names must exist, with the key and value sizes and (for arrays) the

@@ -1,0 +1,449 @@
+//! A namespace topology driven by the real binaries, for the demo and the agent's
+//! end-to-end tests (where `lbnet` drives the data plane in-process instead).
+//!
+//! ```text
+//!   client [c0] ── [l0] lb [l1] ── [b0] be0 198.18.11.2
+//!                          [l2] ── [b1] be1 198.18.12.2
+//!                          [l3] ── [b2] be2 198.18.13.2
+//! ```
+//! The addresses are those of `examples/lb.toml`. Each backend holds [`VIP`] on `lo` and
+//! serves HTTP on port 80 (one response per connection), a line protocol on port 8080
+//! (each line answered with the backend's name, connection kept open) and UDP on port 53,
+//! and runs `lb-agent decap` on its interface. The agent runs as
+//! `nsenter --net=… lb-agent run --iface l0 …`: in the host's mount namespace, so the
+//! state it pins survives it, as on a real host.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _};
+
+use crate::{
+    lbnet::disable_tx_checksum_offload,
+    netns::{require_root, ChildGuard, Ns, Topology},
+};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
+pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
+pub const BACKENDS: usize = 3;
+/// The line-protocol port (long-lived connections).
+pub const LINE_PORT: u16 = 8080;
+
+pub fn backend(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 11 + i as u8, 2)
+}
+
+fn gateway(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 11 + i as u8, 1)
+}
+
+/// The backend index a reply names (`be<i>`).
+pub fn backend_index(name: &str) -> Option<usize> {
+    name.trim()
+        .strip_prefix("be")?
+        .parse()
+        .ok()
+        .filter(|i| *i < BACKENDS)
+}
+
+/// The `lb-agent` binary: `LB_AGENT_BIN`, else next to the running executable or one
+/// directory up (test binaries live in `target/<profile>/deps`).
+pub fn agent_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LB_AGENT_BIN") {
+        return Ok(p.into());
+    }
+    let me = std::env::current_exe().context("locating the running binary")?;
+    let dir = me.parent().context("binary has no directory")?;
+    for candidate in [dir.join("lb-agent"), dir.join("../lb-agent")] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no lb-agent binary near {}; build it (`cargo build -p lb-agent`, which `cargo xtask test` does) or set LB_AGENT_BIN",
+        me.display()
+    )
+}
+
+/// The repository's example configuration (the demo's).
+pub fn example_config() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lb.toml"))
+}
+
+struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            // A panicked server thread already reported itself.
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running agent and its log.
+pub struct Agent {
+    pub process: ChildGuard,
+    pub log: mpsc::Receiver<String>,
+    /// Log lines up to the one saying the data plane is live.
+    pub startup: Vec<String>,
+}
+
+pub struct AgentNet {
+    // Held for their Drop. Field order is drop order: agent processes and servers go
+    // before the namespaces.
+    _decaps: Vec<ChildGuard>,
+    _servers: Servers,
+    pub backends: Vec<Ns>,
+    pub client: Ns,
+    pub lb: Ns,
+    pub topo: Topology,
+    pub agent_bin: PathBuf,
+}
+
+impl AgentNet {
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        require_root()?;
+        let agent_bin = agent_binary()?;
+        let agent = agent_bin
+            .to_str()
+            .context("agent path is not UTF-8")?
+            .to_owned();
+        let mut topo = Topology::new(prefix)?;
+        let client = topo.add_ns("client")?;
+        let lb = topo.add_ns("lb")?;
+        topo.veth(&client, "c0", &lb, "l0")?;
+        client.addr("c0", &format!("{CLIENT}/24"))?;
+        lb.addr("l0", &format!("{LB}/24"))?;
+        // A local veth hands over partial checksums that XDP forwarding cannot carry;
+        // real clients on a wire send complete ones (docs/dataplane.md).
+        disable_tx_checksum_offload(&client, "c0")?;
+        client.route(&["198.18.200.0/24", "via", &LB.to_string()])?;
+        lb.sysctl("net.ipv4.conf.all.forwarding", "1")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut servers = Servers {
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        let mut decaps = Vec::new();
+        let mut backends = Vec::new();
+        for i in 0..BACKENDS {
+            let ns = topo.add_ns(&format!("be{i}"))?;
+            let (lif, bif) = (format!("l{}", i + 1), format!("b{i}"));
+            topo.veth(&lb, &lif, &ns, &bif)?;
+            lb.addr(&lif, &format!("{}/24", gateway(i)))?;
+            ns.addr(&bif, &format!("{}/24", backend(i)))?;
+            ns.addr("lo", &format!("{VIP}/32"))?;
+            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            ns.route(&["default", "via", &gateway(i).to_string()])?;
+            servers.threads.extend(start_servers(&ns, i, stop.clone())?);
+            let mut cmd = ns.command(
+                &agent,
+                &[
+                    "decap",
+                    "--iface",
+                    &bif,
+                    "--address",
+                    &backend(i).to_string(),
+                ],
+            );
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .env("RUST_LOG", "info");
+            let mut d = ChildGuard::new(
+                cmd.spawn().context("starting lb-agent decap")?,
+                format!("lb-agent decap on be{i}"),
+            );
+            let log = follow_log(&mut d)?;
+            wait_for_line(&log, &["decapsulating"], Duration::from_secs(10))?;
+            decaps.push(d);
+            backends.push(ns);
+        }
+        Ok(Self {
+            _decaps: decaps,
+            _servers: servers,
+            backends,
+            client,
+            lb,
+            topo,
+            agent_bin,
+        })
+    }
+
+    /// Starts `lb-agent run --iface l0 --config <config> <extra…>` in the lb namespace
+    /// and waits until it says the data plane is live (attached, or adopted).
+    pub fn start_agent(&self, config: &Path, extra: &[&str]) -> anyhow::Result<Agent> {
+        let agent = self.agent_bin.to_str().context("agent path is not UTF-8")?;
+        let config = config.to_str().context("config path is not UTF-8")?;
+        let mut args = vec!["run", "--iface", "l0", "--config", config];
+        args.extend_from_slice(extra);
+        let mut cmd = self.lb.command_net_only(agent, &args);
+        cmd.stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "info");
+        let mut process = ChildGuard::new(cmd.spawn().context("starting lb-agent")?, "lb-agent");
+        let log = follow_log(&mut process)?;
+        let startup = wait_for_line(
+            &log,
+            &["XDP program attached", "adopted the running data plane"],
+            Duration::from_secs(20),
+        )?;
+        Ok(Agent {
+            process,
+            log,
+            startup,
+        })
+    }
+
+    /// `lb-agent down --iface l0`: detaches and unpins what the agent left running.
+    pub fn down(&self) -> anyhow::Result<()> {
+        let agent = self.agent_bin.to_str().context("agent path is not UTF-8")?;
+        let out = self
+            .lb
+            .command_net_only(agent, &["down", "--iface", "l0"])
+            .output()
+            .context("running lb-agent down")?;
+        ensure!(
+            out.status.success(),
+            "lb-agent down failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// Whether l0 has an XDP program attached.
+    pub fn attached(&self) -> anyhow::Result<bool> {
+        let link = self.lb.run("ip", &["-d", "link", "show", "l0"])?;
+        Ok(String::from_utf8_lossy(&link.stdout).contains("prog/xdp"))
+    }
+}
+
+impl Drop for AgentNet {
+    fn drop(&mut self) {
+        // Whatever an agent left pinned for l0 goes with the topology.
+        if let Ok(agent) = self.agent_bin.clone().into_os_string().into_string() {
+            let _ = self
+                .lb
+                .command_net_only(&agent, &["down", "--iface", "l0"])
+                .output();
+        }
+    }
+}
+
+/// HTTP on :80, the line protocol on :8080 and UDP on :53, all on the VIP, in `ns`.
+fn start_servers(ns: &Ns, i: usize, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let name = format!("be{i}");
+    let (http, line, udp) = ns.enter(
+        || -> std::io::Result<(TcpListener, TcpListener, UdpSocket)> {
+            let http = TcpListener::bind(SocketAddr::new(VIP.into(), 80))?;
+            http.set_nonblocking(true)?;
+            let line = TcpListener::bind(SocketAddr::new(VIP.into(), LINE_PORT))?;
+            line.set_nonblocking(true)?;
+            let udp = UdpSocket::bind(SocketAddr::new(VIP.into(), 53))?;
+            udp.set_read_timeout(Some(Duration::from_millis(100)))?;
+            Ok((http, line, udp))
+        },
+    )??;
+    let mut threads = Vec::new();
+    let (n, st) = (name.clone(), stop.clone());
+    threads.push(std::thread::spawn(move || {
+        accept_loop(&http, &st, |c| serve_http(c, &n))
+    }));
+    let (n, st) = (name.clone(), stop.clone());
+    threads.push(std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        accept_loop(&line, &st, |c| {
+            let (n, st) = (n.clone(), st.clone());
+            conns.push(std::thread::spawn(move || serve_lines(c, &n, &st)));
+        });
+        for c in conns {
+            let _ = c.join();
+        }
+    }));
+    threads.push(std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = udp.recv_from(&mut buf) {
+                // A lost reply shows up as a failed query on the client.
+                let _ = udp.send_to(name.as_bytes(), from);
+            }
+        }
+    }));
+    Ok(threads)
+}
+
+fn accept_loop(l: &TcpListener, stop: &AtomicBool, mut serve: impl FnMut(TcpStream)) {
+    while !stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((conn, _)) => serve(conn),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn serve_http(mut conn: TcpStream, name: &str) {
+    let served = (|| -> std::io::Result<()> {
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let body = format!("{name}\n");
+        write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    })();
+    if let Err(e) = served {
+        eprintln!("{name}: HTTP request failed: {e}");
+    }
+}
+
+fn serve_lines(conn: TcpStream, name: &str, stop: &AtomicBool) {
+    let served = (|| -> std::io::Result<()> {
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut writer = conn.try_clone()?;
+        let mut reader = BufReader::new(conn);
+        let mut line = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Ok(()),
+                Ok(_) => writeln!(writer, "{name}")?,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = served {
+        eprintln!("{name}: line connection failed: {e}");
+    }
+}
+
+/// One HTTP GET to the VIP on a new connection: the backend that answered.
+pub fn http_get() -> anyhow::Result<usize> {
+    let mut c =
+        TcpStream::connect_timeout(&SocketAddr::new(VIP.into(), 80), Duration::from_secs(2))?;
+    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        c,
+        "GET / HTTP/1.1\r\nHost: {VIP}\r\nUser-Agent: lb\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    c.read_to_string(&mut response)?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200 "),
+        "unexpected response {response:?}"
+    );
+    let body = response.rsplit("\r\n\r\n").next().unwrap_or_default();
+    backend_index(body).with_context(|| format!("unexpected body {body:?}"))
+}
+
+/// One UDP query to the VIP from `sport`: the backend that answered.
+pub fn udp_query(sport: u16) -> anyhow::Result<usize> {
+    let s = UdpSocket::bind(SocketAddr::new(CLIENT.into(), sport))?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    s.send_to(b"query", SocketAddr::new(VIP.into(), 53))?;
+    let mut buf = [0u8; 64];
+    let (len, from) = s.recv_from(&mut buf)?;
+    ensure!(
+        from.ip() == IpAddr::V4(VIP),
+        "reply from {from}, not the VIP"
+    );
+    let body = std::str::from_utf8(&buf[..len])?;
+    backend_index(body).with_context(|| format!("unexpected reply {body:?}"))
+}
+
+/// A long-lived line-protocol connection to the VIP.
+pub struct LineConn {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl LineConn {
+    pub fn open() -> anyhow::Result<Self> {
+        let c = TcpStream::connect_timeout(
+            &SocketAddr::new(VIP.into(), LINE_PORT),
+            Duration::from_secs(2),
+        )?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok(Self {
+            writer: c.try_clone()?,
+            reader: BufReader::new(c),
+        })
+    }
+
+    /// One request: the backend that answered.
+    pub fn ask(&mut self) -> anyhow::Result<usize> {
+        writeln!(self.writer, "ping")?;
+        let mut line = String::new();
+        ensure!(self.reader.read_line(&mut line)? > 0, "connection closed");
+        backend_index(&line).with_context(|| format!("unexpected reply {line:?}"))
+    }
+}
+
+/// Forwards a child's stderr lines to a channel from a reader thread.
+pub fn follow_log(child: &mut ChildGuard) -> anyhow::Result<mpsc::Receiver<String>> {
+    let stderr = child.take_stderr().context("stderr was not piped")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Waits for a log line containing any of `needles`; returns every line up to it.
+pub fn wait_for_line(
+    log: &mpsc::Receiver<String>,
+    needles: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match log.recv_timeout(left) {
+            Ok(line) => {
+                let done = needles.iter().any(|n| line.contains(n));
+                seen.push(line);
+                if done {
+                    return Ok(seen);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    bail!("did not see {needles:?} in the log:\n{}", seen.join("\n"))
+}
