@@ -1,6 +1,8 @@
 //! lb's control plane as a library: the binary (`main.rs`) is a thin CLI over it, and the
 //! integration tests drive the same code the agent runs.
 
+pub mod admin;
+pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod maglev;

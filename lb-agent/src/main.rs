@@ -1,21 +1,25 @@
 //! `lb-agent`: loads lb's XDP data plane onto an interface and owns it while it runs.
 
-use std::{
-    path::{Path, PathBuf},
-    process::ExitCode,
-    time::Duration,
-};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::{Arc, Mutex};
+
 use lb_agent::{
+    admin,
+    agent::{Agent, AgentState, StateFile},
     config,
     dataplane::{self, decap::DecapPlane, AttachMode, Counters, Dataplane, LoadOptions, PinLayout},
     object,
-    services::{Services, ServicesState},
+    services::Services,
 };
 use lb_common::{TrafficClass, Verdict};
-use tokio::signal::unix::{signal, SignalKind};
+use nix::unistd::Gid;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::Notify,
+};
 use tracing::{error, info, warn};
 
 /// lb's agent: loads and owns the XDP load-balancer data plane.
@@ -55,7 +59,17 @@ enum Command {
         /// start; SIGHUP re-reads it, and an invalid file leaves the running one in place.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Admin socket for `lb-agent ctl` [default: /run/lb/admin.sock, or
+        /// /run/lb/netns-<name>/admin.sock in a named network namespace].
+        #[arg(long, value_name = "PATH")]
+        admin_socket: Option<PathBuf>,
+        /// Let this group use the admin socket too (mode 0660 instead of 0600).
+        #[arg(long, value_name = "GROUP")]
+        admin_group: Option<String>,
     },
+    /// Talk to the running agent through its admin socket (status, VIPs, backends,
+    /// "which backend for this flow?", apply with --dry-run, counters, down).
+    Ctl(lb_agent::admin::ctl::CtlArgs),
     /// Backend side: strip lb's tunnels (IPIP, IP6IP6, 4in6, 6in4, GUE) addressed to this
     /// host, for kernels without the ipip / fou modules. Runs until SIGINT/SIGTERM.
     ///
@@ -108,14 +122,19 @@ fn main() -> ExitCode {
             bpf_object,
             stats_interval,
             config,
-        } => run(
-            &iface,
-            xdp_mode,
+            admin_socket,
+            admin_group,
+        } => run(RunArgs {
+            iface,
+            mode: xdp_mode,
             ephemeral,
             bpf_object,
             stats_interval,
-            config,
-        ),
+            config_path: config,
+            admin_socket,
+            admin_group,
+        }),
+        Command::Ctl(args) => lb_agent::admin::ctl::run_ctl(args),
         Command::Decap {
             iface,
             addresses,
@@ -134,14 +153,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(
-    iface: &str,
+struct RunArgs {
+    iface: String,
     mode: Mode,
     ephemeral: bool,
     bpf_object: Option<PathBuf>,
     stats_interval: u64,
     config_path: Option<PathBuf>,
-) -> anyhow::Result<()> {
+    admin_socket: Option<PathBuf>,
+    admin_group: Option<String>,
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        iface,
+        mode,
+        ephemeral,
+        bpf_object,
+        stats_interval,
+        config_path,
+        admin_socket,
+        admin_group,
+    } = args;
+    let iface = iface.as_str();
     // Read and validate the configuration before touching the kernel: a bad file stops
     // the agent with the reason and changes nothing.
     let cfg = config_path
@@ -163,7 +197,7 @@ fn run(
     };
     let layout = PinLayout::for_interface(iface);
     let state = StateFile::for_interface(iface);
-    let (mut dp, mut services) = if ephemeral {
+    let (mut dp, services) = if ephemeral {
         let dp = Dataplane::load_with(&bytes, &options).context("loading the data plane")?;
         (dp, Services::new())
     } else {
@@ -187,155 +221,157 @@ fn run(
     };
     dataplane::enable_forwarding(iface)?;
     allow_egress(&mut dp)?;
+    let mut st = AgentState {
+        dp,
+        services,
+        config: None,
+        config_path: config_path.clone(),
+        state_file: (!ephemeral).then_some(state),
+        iface: iface.to_owned(),
+        xdp_mode: format!("{mode:?}").to_lowercase(),
+        started: std::time::Instant::now(),
+    };
     // Configure before attaching (or swapping in) the program: its first packet already
     // sees every VIP.
-    if let Some(cfg) = &cfg {
-        apply(&mut services, cfg, &mut dp)?;
-        if !ephemeral {
-            state.save(&services.state())?;
-        }
+    if let Some(cfg) = cfg {
+        st.apply(cfg)?;
     }
     if ephemeral {
-        dp.attach(iface, mode)
+        st.dp
+            .attach(iface, mode)
             .with_context(|| format!("attaching to {iface}"))?;
     } else {
-        dp.attach_pinned(iface, mode, &layout)
+        st.dp
+            .attach_pinned(iface, mode, &layout)
             .with_context(|| format!("attaching to {iface}"))?;
     }
-
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let admin = admin_socket.unwrap_or_else(|| default_admin_socket(iface));
+    let group = admin_group
+        .map(|name| -> anyhow::Result<Gid> {
+            Ok(nix::unistd::Group::from_name(&name)
+                .with_context(|| format!("looking up group {name}"))?
+                .with_context(|| format!("no group named {name}"))?
+                .gid)
+        })
+        .transpose()?;
+    let agent = Arc::new(Agent {
+        state: Mutex::new(st),
+        down: Arc::new(Notify::new()),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let persisted = (!ephemeral).then_some(&state);
-    let signal_name = rt.block_on(serve(
-        &mut dp,
-        &mut services,
-        config_path.as_deref(),
-        persisted,
-        stats_interval,
-    ))?;
-    info!(signal = signal_name, "stopping");
-    log_counters(&dp.counters()?);
-    if ephemeral {
-        dp.detach().context("detaching")?;
-    } else {
-        info!(
-            iface,
-            "the data plane keeps forwarding; `lb-agent down --iface {iface}` removes it"
-        );
+    let stop = rt.block_on(serve(agent.clone(), admin.clone(), group, stats_interval))?;
+    // The socket goes with the agent (serve_listener leaves it to its caller), and its
+    // directory too when nothing else is in it.
+    match std::fs::remove_file(&admin) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(socket = %admin.display(), "removing the admin socket: {e}"),
+    }
+    if let Some(dir) = admin.parent().filter(|d| d.starts_with("/run/lb")) {
+        // Not empty means another agent's state or socket is there, which stays.
+        let _ = std::fs::remove_dir(dir);
+    }
+    let mut st = agent
+        .state
+        .lock()
+        .map_err(|_| anyhow::anyhow!("agent state poisoned"))?;
+    log_counters(&st.dp.counters()?);
+    match stop {
+        Stop::Down => {
+            if let Some(state) = &st.state_file {
+                state.remove()?;
+            }
+            if ephemeral {
+                st.dp.detach().context("detaching")?;
+            } else {
+                dataplane::down(iface)?;
+            }
+        }
+        Stop::Signal(name) => {
+            info!(signal = name, "stopping");
+            if ephemeral {
+                st.dp.detach().context("detaching")?;
+            } else {
+                info!(
+                    iface,
+                    "the data plane keeps forwarding; `lb-agent down --iface {iface}` removes it"
+                );
+            }
+        }
     }
     Ok(())
 }
 
-/// Where the agent keeps its id allocation between runs (`/run`: gone at reboot, as the
-/// pins are).
-struct StateFile {
-    path: PathBuf,
+/// `/run/lb/admin.sock`, or `/run/lb/netns-<name>/admin.sock` in a named namespace.
+fn default_admin_socket(iface: &str) -> PathBuf {
+    let scope = dataplane::scope(iface);
+    let dir = scope.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut path = PathBuf::from("/run/lb");
+    if let Some(d) = dir {
+        path.push(d);
+    }
+    path.join("admin.sock")
 }
 
-impl StateFile {
-    fn for_interface(iface: &str) -> Self {
-        Self {
-            path: Path::new("/run/lb")
-                .join(dataplane::scope(iface))
-                .join("state.json"),
-        }
-    }
-
-    fn load(&self) -> anyhow::Result<Option<ServicesState>> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => {
-                Ok(Some(serde_json::from_str(&text).with_context(|| {
-                    format!("parsing {}", self.path.display())
-                })?))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
-        }
-    }
-
-    /// Written to a temporary file and renamed over the old one: a crash never leaves a
-    /// half-written state.
-    fn save(&self, state: &ServicesState) -> anyhow::Result<()> {
-        let dir = self.path.parent().context("state path has no directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(state).context("serializing the state")?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))
-    }
-
-    fn remove(&self) -> anyhow::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            match std::fs::remove_dir_all(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
-            }
-            // Empty parents (netns-<name>/, /run/lb) go too; errors here only mean
-            // another interface still has state, which stays.
-            let mut parent = dir.parent();
-            while let Some(p) = parent.filter(|p| p.starts_with("/run/lb")) {
-                if std::fs::remove_dir(p).is_err() {
-                    break;
-                }
-                parent = p.parent();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Logs counters every `stats_interval` seconds and reloads the configuration on SIGHUP,
-/// until SIGINT or SIGTERM arrives.
+/// Serves the admin socket, logs counters every `stats_interval` seconds and reloads the
+/// configuration on SIGHUP, until SIGINT / SIGTERM or `ctl down`.
 async fn serve(
-    dp: &mut Dataplane,
-    services: &mut Services,
-    config_path: Option<&Path>,
-    state: Option<&StateFile>,
+    agent: Arc<Agent>,
+    admin: PathBuf,
+    admin_group: Option<Gid>,
     stats_interval: u64,
-) -> anyhow::Result<&'static str> {
+) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let listener = admin::server::bind(&admin, admin_group)
+        .with_context(|| format!("opening the admin socket {}", admin.display()))?;
+    info!(socket = %admin.display(), group = ?admin_group.map(|g| g.as_raw()), "admin socket ready (lb-agent ctl)");
+    let shutdown = Arc::new(Notify::new());
+    let server = tokio::spawn({
+        let (agent, shutdown) = (agent.clone(), shutdown.clone());
+        async move {
+            let handler: Arc<dyn admin::server::Handler> = agent;
+            admin::server::serve_listener(listener, admin_group, handler, async move {
+                shutdown.notified().await
+            })
+            .await
+        }
+    });
     let period = Duration::from_secs(stats_interval.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
+    let down = agent.down.clone();
+    let stop = loop {
         tokio::select! {
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => reload(dp, services, config_path, state),
-            _ = ticker.tick(), if stats_interval > 0 => log_counters(&dp.counters()?),
+            _ = term.recv() => break Stop::Signal("SIGTERM"),
+            _ = int.recv() => break Stop::Signal("SIGINT"),
+            _ = down.notified() => break Stop::Down,
+            _ = hup.recv() => match agent.state.lock() {
+                Ok(mut st) => st.reload(),
+                Err(_) => error!("agent state poisoned; reload skipped"),
+            },
+            _ = ticker.tick(), if stats_interval > 0 => match agent.state.lock() {
+                Ok(st) => log_counters(&st.dp.counters()?),
+                Err(_) => error!("agent state poisoned; counters skipped"),
+            },
         }
+    };
+    shutdown.notify_one();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => error!("admin socket: {e}"),
+        Err(e) => error!("admin socket task: {e}"),
     }
+    Ok(stop)
 }
 
-/// SIGHUP: re-read the configuration; an invalid one is reported and changes nothing.
-fn reload(
-    dp: &mut Dataplane,
-    services: &mut Services,
-    config_path: Option<&Path>,
-    state: Option<&StateFile>,
-) {
-    let Some(path) = config_path else {
-        warn!("SIGHUP ignored: the agent was started without --config");
-        return;
-    };
-    info!(path = %path.display(), "SIGHUP: reloading the configuration");
-    match config::load(path) {
-        Ok(cfg) => {
-            if let Err(e) = apply(services, &cfg, dp) {
-                error!("applying the reloaded configuration failed: {e:#}");
-            } else if let Some(state) = state {
-                if let Err(e) = state.save(&services.state()) {
-                    error!("saving the VIP and backend ids failed: {e:#}");
-                }
-            }
-        }
-        Err(e) => error!("configuration rejected, the running one stays in place: {e}"),
-    }
+enum Stop {
+    Signal(&'static str),
+    Down,
 }
 
 /// Allows `XDP_REDIRECT` to every interface of this network namespace but loopback: the
@@ -360,43 +396,6 @@ fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<()> {
     info!(
         interfaces = allowed.join(","),
         "egress interfaces allowed for XDP_REDIRECT"
-    );
-    Ok(())
-}
-
-/// Asks the kernel to resolve every target's neighbour entry now (an empty datagram to
-/// the discard port), so the first packets of real flows find it; until then the data
-/// plane passes them to the kernel (`fib_no_neighbour`).
-fn warm_neighbours(cfg: &config::Config) {
-    for target in cfg.target_groups.iter().flat_map(|g| &g.targets) {
-        let bind = if target.address.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        };
-        let sent = std::net::UdpSocket::bind(bind)
-            .and_then(|s| s.send_to(&[], std::net::SocketAddr::new(target.address, 9)));
-        if let Err(e) = sent {
-            warn!(target = %target.address, "could not prompt neighbour resolution: {e}");
-        }
-    }
-}
-
-fn apply(services: &mut Services, cfg: &config::Config, dp: &mut Dataplane) -> anyhow::Result<()> {
-    for w in &cfg.warnings {
-        warn!("configuration: {w}");
-    }
-    warm_neighbours(cfg);
-    let report = services
-        .apply(cfg, dp)
-        .context("applying the configuration")?;
-    info!(
-        changed = report.changed.len(),
-        unchanged = report.unchanged.len(),
-        removed = report.removed.len(),
-        backends_added = report.backends_added,
-        backends_removed = report.backends_removed,
-        "configuration applied"
     );
     Ok(())
 }

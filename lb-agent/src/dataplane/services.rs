@@ -151,3 +151,25 @@ impl Dataplane {
         }
     }
 }
+
+impl Dataplane {
+    /// Live flow-table entries per (VIP id, backend id). Walks the whole table: for the
+    /// admin interface, not for anything on a timer.
+    pub fn flow_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<(u32, u32), u64>, DataplaneError> {
+        let name = maps::FLOWS;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        let m = HashMap::<_, FlowKey, FlowValue>::try_from(map)
+            .map_err(|source| DataplaneError::Map { name, source })?;
+        let mut counts = std::collections::HashMap::new();
+        // An entry evicted between listing and reading is simply not counted.
+        for (_, v) in m.iter().flatten() {
+            *counts.entry((v.vip_id, v.backend_id)).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}

@@ -52,6 +52,25 @@ fn print_shares(counts: &[usize; BACKENDS], total: usize) {
     }
 }
 
+/// Runs `lb-agent ctl --socket <socket> <args>` and prints its output, indented.
+fn ctl(net: &AgentNet, socket: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(&net.agent_bin)
+        .args(["ctl", "--socket", socket])
+        .args(args)
+        .output()
+        .context("running lb-agent ctl")?;
+    ensure!(
+        out.status.success(),
+        "lb-agent ctl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    Ok(())
+}
+
 fn demo(keep: bool) -> anyhow::Result<()> {
     let config = std::env::var_os("LB_DEMO_CONFIG").map_or_else(example_config, Into::into);
     ensure!(config.exists(), "no configuration at {}", config.display());
@@ -68,7 +87,11 @@ fn demo(keep: bool) -> anyhow::Result<()> {
         "lb-agent run --iface l0 --config {}",
         config.display()
     ));
-    let agent = net.start_agent(&config, &["--stats-interval", "1"])?;
+    let socket = format!("/run/lb/{}/admin.sock", net.topo.prefix());
+    let agent = net.start_agent(
+        &config,
+        &["--stats-interval", "1", "--admin-socket", &socket],
+    )?;
     for line in agent.startup.iter().filter(|l| {
         [
             "ring installed",
@@ -83,6 +106,10 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     }
     // The agent prompted neighbour resolution for every target; give the replies a moment.
     std::thread::sleep(Duration::from_millis(300));
+    for args in [&["status"][..], &["vip", "list"]] {
+        step(&format!("lb-agent ctl {}", args.join(" ")));
+        ctl(&net, &socket, args)?;
+    }
 
     step(&format!(
         "client → http://{VIP}/ : {HTTP_REQUESTS} requests, a new connection each"
@@ -120,6 +147,25 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     })?;
     print_shares(&udp, UDP_QUERIES);
     println!("    {udp_failed} failed");
+
+    step("lb-agent ctl backend list (live flows per backend from the flow table)");
+    ctl(&net, &socket, &["backend", "list"])?;
+    step(&format!(
+        "lb-agent ctl flow tcp {} 40000 {VIP} 80 (which backend would this flow get?)",
+        lb_tests::agentnet::CLIENT
+    ));
+    ctl(
+        &net,
+        &socket,
+        &[
+            "flow",
+            "tcp",
+            &lb_tests::agentnet::CLIENT.to_string(),
+            "40000",
+            &VIP.to_string(),
+            "80",
+        ],
+    )?;
 
     std::thread::sleep(Duration::from_millis(1200));
     step("what the data plane counted (lb-agent log)");
@@ -169,7 +215,10 @@ fn demo(keep: bool) -> anyhow::Result<()> {
             net.attached()?
         );
         std::thread::sleep(Duration::from_millis(800));
-        let next = net.start_agent(&config, &["--stats-interval", "0"])?;
+        let next = net.start_agent(
+            &config,
+            &["--stats-interval", "0", "--admin-socket", &socket],
+        )?;
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
         load.join()
