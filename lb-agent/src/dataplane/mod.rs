@@ -289,20 +289,11 @@ impl Dataplane {
                 path: link_path.clone(),
                 source: io::Error::other(e.to_string()),
             })?;
-            let link =
-                aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
-                    DataplaneError::Fs {
-                        what: "the pinned link is not an XDP link",
-                        path: link_path.clone(),
-                        source: io::Error::other(e.to_string()),
-                    }
-                })?;
-            let id = xdp_program(&mut self.ebpf)?
-                .attach_to_link(link)
-                .map_err(|source| DataplaneError::Program {
-                    action: "replacing the program in the pinned link",
-                    source,
-                })?;
+            let id = self.hold_pinned_link(
+                pinned,
+                &link_path,
+                "replacing the program in the pinned link",
+            )?;
             info!(iface, link = %link_path.display(), "adopted the running data plane: program replaced atomically");
             self.attachment = Some(Attachment {
                 iface: iface.to_owned(),
@@ -345,25 +336,33 @@ impl Dataplane {
             })?;
         // Keep a handle to the link so a later `attach_pinned` in this process (an
         // upgrade) can find it; the pin alone keeps it attached after exit.
-        let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
-            DataplaneError::Fs {
-                what: "re-opening the pinned link",
-                path: link_path.clone(),
-                source: io::Error::other(e.to_string()),
-            }
-        })?;
-        let id = xdp_program(&mut self.ebpf)?
-            .attach_to_link(link)
-            .map_err(|source| DataplaneError::Program {
-                action: "holding the pinned link",
-                source,
-            })?;
+        let id = self.hold_pinned_link(pinned, &link_path, "holding the pinned link")?;
         info!(iface, ifindex, ?mode, link = %link_path.display(), "XDP program attached and pinned: it keeps running after the agent exits");
         self.attachment = Some(Attachment {
             iface: iface.to_owned(),
             link: id,
         });
         Ok(false)
+    }
+
+    /// Makes `pinned` this program's link: `bpf_link_update` swaps this program in
+    /// atomically (a no-op swap when it is already the link's program).
+    fn hold_pinned_link(
+        &mut self,
+        pinned: PinnedLink,
+        path: &Path,
+        action: &'static str,
+    ) -> Result<aya::programs::xdp::XdpLinkId, DataplaneError> {
+        let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+            DataplaneError::Fs {
+                what: "the pinned link is not an XDP link",
+                path: path.to_owned(),
+                source: io::Error::other(e.to_string()),
+            }
+        })?;
+        xdp_program(&mut self.ebpf)?
+            .attach_to_link(link)
+            .map_err(|source| DataplaneError::Program { action, source })
     }
 
     /// Attaches the program to `iface`. Refuses if persisted state for that interface
