@@ -35,6 +35,12 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
+    // The agent end-to-end tests start lb-agent with `nsenter --net`.
+    ("nsenter", "util-linux"),
+    // The admin tests run a non-root client: setpriv drops privileges, and the client is
+    // the system python (not a per-user shim, which uid 65534 cannot run).
+    ("setpriv", "util-linux"),
+    ("/usr/bin/python3", "python3-minimal"),
 ];
 
 pub fn ensure(verbosity: Verbosity) -> Result<Toolchain> {
