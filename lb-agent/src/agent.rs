@@ -14,7 +14,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use lb_common::{service::vip_flags, FlowKey};
+use lb_common::{
+    service::{addr16, vip_flags},
+    FlowKey,
+};
 use serde_json::Value;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -471,15 +474,4 @@ fn flow_answer(
         source: "ring".into(),
         ring_slot: Some(slot),
     })
-}
-
-fn addr16(addr: IpAddr) -> ([u8; 16], u8) {
-    match addr {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (b, lb_common::service::FAMILY_V4)
-        }
-        IpAddr::V6(a) => (a.octets(), lb_common::service::FAMILY_V6),
-    }
 }

@@ -36,7 +36,7 @@ use std::{
 };
 
 use lb_common::{
-    service::{mode, vip_flags, FAMILY_FRAG_KEY, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    service::{addr16, mode, vip_flags, PROTO_TCP, PROTO_UDP},
     LbConfig, VipKey, VipMeta,
 };
 
@@ -205,12 +205,7 @@ impl Vip {
 
     /// The key of the fragment entry for this VIP's address and protocol.
     pub fn fragment_key(&self) -> VipKey {
-        let key = self.key();
-        VipKey {
-            port: 0,
-            family: key.family | FAMILY_FRAG_KEY,
-            ..key
-        }
+        self.key().fragment_key()
     }
 
     /// `lb_common::service::vip_flags` bits for `VipMeta::flags`.
@@ -252,18 +247,6 @@ impl Vip {
             gue_port,
             ring_size,
         }
-    }
-}
-
-/// `addr` as the data plane stores it: IPv4 in bytes `0..4`, and its family.
-fn addr16(addr: IpAddr) -> ([u8; 16], u8) {
-    match addr {
-        IpAddr::V4(a) => {
-            let mut bytes = [0u8; 16];
-            bytes[..4].copy_from_slice(&a.octets());
-            (bytes, FAMILY_V4)
-        }
-        IpAddr::V6(a) => (a.octets(), FAMILY_V6),
     }
 }
 

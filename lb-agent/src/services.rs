@@ -19,12 +19,12 @@
 //! a removed backend never silently points at a new one.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::IpAddr,
 };
 
 use lb_common::{
-    service::{backend_flags, MAX_BACKENDS, MAX_VIPS},
+    service::{addr16, backend_flags, MAX_BACKENDS, MAX_VIPS},
     Backend, LbConfig, VipKey, VipMeta,
 };
 use tracing::info;
@@ -292,16 +292,13 @@ impl Services {
         for (key, meta) in &plan.fragment_entries {
             dp.set_vip(key, meta)?;
         }
-        let live_frag_keys: BTreeSet<[u8; 20]> = plan
-            .fragment_entries
-            .iter()
-            .map(|(k, _)| key_bytes(k))
-            .collect();
+        let live_frag_keys: HashSet<VipKey> =
+            plan.fragment_entries.iter().map(|(k, _)| *k).collect();
         for name in &plan.removed_vips {
             if let Some((_, key)) = self.vip_ids.get(name) {
                 dp.remove_vip(key)?;
-                let frag = frag_key(key);
-                if !live_frag_keys.contains(&key_bytes(&frag)) {
+                let frag = key.fragment_key();
+                if !live_frag_keys.contains(&frag) {
                     dp.remove_vip(&frag)?;
                 }
             }
@@ -478,34 +475,6 @@ impl Services {
     }
 }
 
-fn addr16(addr: IpAddr) -> ([u8; 16], u8) {
-    match addr {
-        IpAddr::V4(a) => {
-            let mut bytes = [0u8; 16];
-            bytes[..4].copy_from_slice(&a.octets());
-            (bytes, lb_common::service::FAMILY_V4)
-        }
-        IpAddr::V6(a) => (a.octets(), lb_common::service::FAMILY_V6),
-    }
-}
-
-fn frag_key(key: &VipKey) -> VipKey {
-    VipKey {
-        port: 0,
-        family: key.family | lb_common::service::FAMILY_FRAG_KEY,
-        ..*key
-    }
-}
-
-fn key_bytes(k: &VipKey) -> [u8; 20] {
-    let mut b = [0u8; 20];
-    b[..16].copy_from_slice(&k.addr);
-    b[16..18].copy_from_slice(&k.port.to_ne_bytes());
-    b[18] = k.proto;
-    b[19] = k.family;
-    b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,7 +486,7 @@ mod tests {
     struct Fake {
         config: Option<LbConfig>,
         backends: HashMap<u32, Backend>,
-        vips: HashMap<[u8; 20], VipMeta>,
+        vips: HashMap<VipKey, VipMeta>,
         rings: HashMap<u32, Vec<u32>>,
         log: Vec<String>,
     }
@@ -534,13 +503,13 @@ mod tests {
             Ok(())
         }
         fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataplaneError> {
-            self.vips.insert(key_bytes(key), *meta);
+            self.vips.insert(*key, *meta);
             self.log
                 .push(format!("vip {} size {}", meta.vip_id, meta.ring_size));
             Ok(())
         }
         fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
-            self.vips.remove(&key_bytes(key));
+            self.vips.remove(key);
             self.log.push("remove vip".into());
             Ok(())
         }

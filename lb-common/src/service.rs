@@ -41,6 +41,35 @@ pub struct VipKey {
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
+impl VipKey {
+    /// The key of the fragment entry for this key's address and protocol (see
+    /// [`FAMILY_FRAG_KEY`]).
+    pub fn fragment_key(&self) -> VipKey {
+        VipKey {
+            port: 0,
+            family: self.family | FAMILY_FRAG_KEY,
+            ..*self
+        }
+    }
+}
+
+/// `addr` as map keys and values hold it: IPv4 in bytes `0..4` (the rest zero), and its
+/// family ([`FAMILY_V4`] / [`FAMILY_V6`]).
+pub fn addr16(addr: core::net::IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        core::net::IpAddr::V4(a) => {
+            let mut bytes = [0u8; 16];
+            let o = a.octets();
+            bytes[0] = o[0];
+            bytes[1] = o[1];
+            bytes[2] = o[2];
+            bytes[3] = o[3];
+            (bytes, FAMILY_V4)
+        }
+        core::net::IpAddr::V6(a) => (a.octets(), FAMILY_V6),
+    }
+}
+
 /// Forwarding method of a VIP (`VipMeta::mode`).
 pub mod mode {
     /// LVS direct routing: rewrite MACs only; the backend holds the VIP and replies directly.

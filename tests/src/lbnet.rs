@@ -44,7 +44,7 @@ use lb_agent::{
 };
 use lb_common::{
     decap::DecapEvent,
-    service::{backend_flags, FAMILY_FRAG_KEY, FAMILY_V4, FAMILY_V6},
+    service::{addr16, backend_flags},
     Backend, Counter, FlowKey, LbConfig, VipKey, VipMeta,
 };
 use nix::sys::{
@@ -110,18 +110,6 @@ pub fn client_addr(vip: IpAddr) -> IpAddr {
     match vip {
         IpAddr::V4(_) => CLIENT4.into(),
         IpAddr::V6(_) => CLIENT6.into(),
-    }
-}
-
-/// `addr` as the data plane stores it: IPv4 in bytes `0..4`, and its family.
-fn addr16(addr: IpAddr) -> ([u8; 16], u8) {
-    match addr {
-        IpAddr::V4(a) => {
-            let mut o = [0u8; 16];
-            o[..4].copy_from_slice(&a.octets());
-            (o, FAMILY_V4)
-        }
-        IpAddr::V6(a) => (a.octets(), FAMILY_V6),
     }
 }
 
@@ -379,12 +367,7 @@ impl LbNet {
         };
         let key = spec.key();
         self.dp.set_vip(&key, &meta)?;
-        let frag_key = VipKey {
-            port: 0,
-            family: key.family | FAMILY_FRAG_KEY,
-            ..key
-        };
-        self.dp.set_vip(&frag_key, &meta)?;
+        self.dp.set_vip(&key.fragment_key(), &meta)?;
         self.vips.insert(spec.id, (spec, table));
         Ok(())
     }

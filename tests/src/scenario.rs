@@ -20,9 +20,7 @@ use lb_agent::{
     maglev,
 };
 use lb_common::{
-    service::{
-        backend_flags, mode, vip_flags, FAMILY_FRAG_KEY, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP,
-    },
+    service::{addr16, backend_flags, mode, vip_flags, PROTO_TCP, PROTO_UDP},
     Backend, FlowKey, LbConfig, VipKey, VipMeta,
 };
 
@@ -69,26 +67,13 @@ pub struct Scenario {
     pub vips: Vec<Vip>,
 }
 
-fn v4(a: [u8; 4]) -> [u8; 16] {
-    let mut o = [0u8; 16];
-    o[..4].copy_from_slice(&a);
-    o
-}
-
 fn key(addr: IpAddr, port: u16, proto: u8) -> VipKey {
-    match addr {
-        IpAddr::V4(a) => VipKey {
-            addr: v4(a.octets()),
-            port: port.to_be(),
-            proto,
-            family: FAMILY_V4,
-        },
-        IpAddr::V6(a) => VipKey {
-            addr: a.octets(),
-            port: port.to_be(),
-            proto,
-            family: FAMILY_V6,
-        },
+    let (addr, family) = addr16(addr);
+    VipKey {
+        addr,
+        port: port.to_be(),
+        proto,
+        family,
     }
 }
 
@@ -296,10 +281,7 @@ impl Scenario {
         ];
 
         for b in &backends {
-            let (addr, family) = match b.addr {
-                IpAddr::V4(a) => (v4(a.octets()), FAMILY_V4),
-                IpAddr::V6(a) => (a.octets(), FAMILY_V6),
-            };
+            let (addr, family) = addr16(b.addr);
             dp.set_backend(
                 b.id,
                 &Backend {
@@ -331,12 +313,7 @@ impl Scenario {
             };
             dp.set_vip(&key, &meta)?;
             // The fragment entry of this address and protocol (see FAMILY_FRAG_KEY).
-            let frag_key = VipKey {
-                port: 0,
-                family: key.family | FAMILY_FRAG_KEY,
-                ..key
-            };
-            dp.set_vip(&frag_key, &meta)?;
+            dp.set_vip(&key.fragment_key(), &meta)?;
             vips.push(Vip {
                 name,
                 key,

@@ -441,29 +441,9 @@ pub fn down(iface: &str) -> Result<bool, DataplaneError> {
     // Remove the empty parents too (netns-<name>/, then PIN_ROOT) once no interface uses
     // them; other interfaces' state stays.
     if let Some(parent) = layout.dir().parent().filter(|p| *p != Path::new(PIN_ROOT)) {
-        match std::fs::remove_dir(parent) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
-            Err(source) => {
-                return Err(DataplaneError::Fs {
-                    what: "removing",
-                    path: parent.to_owned(),
-                    source,
-                })
-            }
-        }
+        remove_if_empty(parent)?;
     }
-    match std::fs::remove_dir(PIN_ROOT) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
-        Err(source) => {
-            return Err(DataplaneError::Fs {
-                what: "removing",
-                path: PIN_ROOT.into(),
-                source,
-            })
-        }
-    }
+    remove_if_empty(Path::new(PIN_ROOT))?;
     info!(
         iface,
         "persisted data plane removed: program detached, maps unpinned"
@@ -514,6 +494,19 @@ pub fn enable_forwarding(iface: &str) -> Result<(), DataplaneError> {
         }
     }
     Ok(())
+}
+
+/// Removes directory `dir` if it is empty; one that still holds something stays.
+fn remove_if_empty(dir: &Path) -> Result<(), DataplaneError> {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
+        Err(source) => Err(DataplaneError::Fs {
+            what: "removing",
+            path: dir.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Mounts bpffs at [`BPFFS`] unless it already is (it is not mounted at boot on every
