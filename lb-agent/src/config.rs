@@ -19,14 +19,21 @@
 //! targets, health checks, deregistration delay, slow start, fail open), with NLB's
 //! ranges and defaults. [`EXAMPLE`] (`examples/lb.toml`) documents every field.
 //!
+//! A [`Draft`] is the file as written, before checking: runtime edits (`lb-agent ctl vip
+//! add`, `backend set-weight`, …) change a draft, validate it exactly as a file is
+//! validated, and write it back as TOML ([`Draft::to_toml`]).
+//!
 //! Targets have no port: in every forwarding mode lb delivers the packet with its
 //! destination port unchanged (DR rewrites only MAC addresses; tunnels wrap the packet
 //! as it is), so a target serves a VIP on the VIP's port.
 
+mod draft;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub use draft::{Draft, EditError, NewVip};
 
 use std::{
     fmt,
@@ -361,6 +368,26 @@ pub struct TargetGroup {
     pub slow_start: Duration,
     /// With every target unhealthy, route to all of them rather than to none.
     pub fail_open: bool,
+    /// What happens to the established flows of a target that becomes unhealthy (it gets
+    /// no new flows either way). True: after [`TargetGroup::unhealthy_draining_interval`]
+    /// they are moved to healthy targets (re-hashed); false: they stay on it.
+    pub unhealthy_connection_termination: bool,
+    /// How long an unhealthy target keeps its established flows before they are moved
+    /// (NLB state `unhealthy.draining`); zero = at once. Always zero when
+    /// `unhealthy_connection_termination` is false.
+    pub unhealthy_draining_interval: Duration,
+    /// The agent check (as HAProxy's `agent-check`), if configured: the target reports
+    /// the percentage of its weight it wants.
+    pub agent_check: Option<AgentCheck>,
+}
+
+/// Where and how often a target group's targets are asked for their weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentCheck {
+    pub port: u16,
+    pub interval: Duration,
+    /// At most `interval`.
+    pub timeout: Duration,
 }
 
 /// One backend server of a target group.
@@ -383,6 +410,10 @@ pub struct HealthCheck {
     pub port: Option<u16>,
     /// Present exactly when `protocol` is HTTP or HTTPS.
     pub http: Option<HttpCheck>,
+    /// Present exactly when `protocol` is exec: the program (an absolute path) and its
+    /// arguments, 1 to 32 elements, run without a shell; the target's address and `port`
+    /// are passed in its environment as `LB_TARGET_ADDRESS` and `LB_TARGET_PORT`.
+    pub command: Option<Vec<String>>,
     pub interval: Duration,
     /// At most `interval`.
     pub timeout: Duration,
@@ -401,6 +432,8 @@ pub enum HealthCheckProtocol {
     Http,
     /// As HTTP, over TLS.
     Https,
+    /// A program (`HealthCheck::command`) exits with status 0.
+    Exec,
 }
 
 impl HealthCheckProtocol {
@@ -409,6 +442,7 @@ impl HealthCheckProtocol {
             Self::Tcp => "tcp",
             Self::Http => "http",
             Self::Https => "https",
+            Self::Exec => "exec",
         }
     }
 }
@@ -420,6 +454,8 @@ pub struct HttpCheck {
     pub path: String,
     /// Status codes that count as healthy.
     pub matcher: StatusMatcher,
+    /// A substring the response body must also contain, when set (at most 256 bytes).
+    pub body_contains: Option<String>,
 }
 
 /// A set of HTTP status codes, written as NLB writes them: `200`, `200-299`, `200,202`,
@@ -568,42 +604,30 @@ fn invalid(path: Option<&Path>, problems: &[String]) -> String {
 
 /// Parses and validates a configuration.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    parse_with(text, None, &validate::Limits::DATA_PLANE)
+    Draft::parse(text)?.validate()
 }
 
 /// Reads, parses and validates the configuration file at `path`; errors name the file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_with(&text, Some(path), &validate::Limits::DATA_PLANE)
+    load_draft(path).map(|(_, config)| config)
 }
 
+/// Reads the configuration file at `path` as a [`Draft`] (to edit at runtime) and
+/// validates it; errors name the file.
+pub fn load_draft(path: &Path) -> Result<(Draft, Config), ConfigError> {
+    let draft = Draft::load(path)?;
+    let config = draft.validate_as(Some(path), &validate::Limits::DATA_PLANE)?;
+    Ok((draft, config))
+}
+
+/// [`parse`] with the data plane's limits replaced (tests).
+#[cfg(test)]
 fn parse_with(
     text: &str,
     path: Option<&Path>,
     limits: &validate::Limits,
 ) -> Result<Config, ConfigError> {
-    let raw: raw::File = toml::from_str(text).map_err(|e| {
-        let (line, column) = match e.span() {
-            Some(span) => {
-                let (l, c) = line_column(text, span.start);
-                (Some(l), Some(c))
-            }
-            None => (None, None),
-        };
-        ConfigError::Syntax {
-            path: path.map(Path::to_owned),
-            line,
-            column,
-            message: e.message().trim_end().to_owned(),
-        }
-    })?;
-    validate::validate(&raw, limits).map_err(|problems| ConfigError::Invalid {
-        path: path.map(Path::to_owned),
-        problems,
-    })
+    Draft::parse_as(text, path)?.validate_as(path, limits)
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.

@@ -9,6 +9,8 @@ use lb_common::{
     LbConfig, VipKey, VipMeta,
 };
 
+mod draft;
+
 use super::{
     load, parse, parse_with, validate::Limits, Config, ConfigError, Fragments, HashFields,
     HealthCheckProtocol, Mode, Protocol, StatusMatcher, Target, EXAMPLE,
@@ -128,11 +130,15 @@ fn example_parses_cleanly() {
     assert!(g.fail_open);
     assert_eq!(g.slow_start, Duration::ZERO);
     assert_eq!(g.deregistration_delay, Duration::from_secs(30));
+    assert!(g.unhealthy_connection_termination);
+    assert_eq!(g.unhealthy_draining_interval, Duration::ZERO);
+    assert_eq!(g.agent_check, None);
     let hc = &g.health_check;
     assert!(hc.enabled);
     assert_eq!(hc.protocol, HealthCheckProtocol::Tcp);
     assert_eq!(hc.port, Some(80));
     assert_eq!(hc.http, None);
+    assert_eq!(hc.command, None);
     assert_eq!(
         (hc.interval, hc.timeout),
         (Duration::from_secs(2), Duration::from_secs(2))
@@ -213,11 +219,15 @@ fn defaults_are_filled() {
     assert_eq!(g.deregistration_delay, Duration::from_secs(300));
     assert_eq!(g.slow_start, Duration::ZERO);
     assert!(g.fail_open);
+    assert!(g.unhealthy_connection_termination);
+    assert_eq!(g.unhealthy_draining_interval, Duration::ZERO);
+    assert_eq!(g.agent_check, None);
     let hc = &g.health_check;
     assert!(hc.enabled);
     assert_eq!(hc.protocol, HealthCheckProtocol::Tcp);
     assert_eq!(hc.port, Some(80), "traffic port");
     assert_eq!(hc.http, None);
+    assert_eq!(hc.command, None);
     assert_eq!(hc.interval, Duration::from_secs(30));
     assert_eq!(hc.timeout, Duration::from_secs(10));
     assert_eq!((hc.healthy_threshold, hc.unhealthy_threshold), (5, 2));
@@ -238,6 +248,7 @@ fn http_and_https_health_check_defaults() {
         assert_eq!(hc.timeout, Duration::from_secs(6), "{name}");
         assert_eq!(hc.interval, Duration::from_secs(30));
         let http = hc.http.as_ref().expect("http settings");
+        assert_eq!(http.body_contains, None);
         assert_eq!(http.path, "/");
         assert_eq!(http.matcher.to_string(), "200-399");
         assert!(http.matcher.matches(200) && http.matcher.matches(399));
@@ -971,7 +982,7 @@ fn health_check_settings_are_checked() {
         (
             "protocol = \"icmp\"",
             "protocol",
-            "\"icmp\" is not one of \"tcp\", \"http\", \"https\"",
+            "\"icmp\" is not one of \"tcp\", \"http\", \"https\", \"exec\"",
         ),
         (
             "port = 0",
@@ -1072,6 +1083,325 @@ fn health_check_settings_are_checked() {
         (hc.interval, hc.timeout),
         (Duration::from_secs(1), Duration::from_secs(1))
     );
+}
+
+/// The problems of VIP "v" and group "g" with a `[target_group.health_check]` of `lines`.
+fn health_check_problems(lines: &str) -> Vec<String> {
+    problems(&(vip(&[]) + &group_g(&format!("[target_group.health_check]\n{lines}"))))
+}
+
+fn health_check_of(lines: &str) -> super::HealthCheck {
+    let c = ok(&(vip(&[]) + &group_g(&format!("[target_group.health_check]\n{lines}"))));
+    c.target_groups[0].health_check.clone()
+}
+
+#[test]
+fn exec_health_check() {
+    let hc =
+        health_check_of("protocol = \"exec\"\ncommand = [\"/usr/bin/check\", \"-q\", \"web\"]");
+    assert_eq!(hc.protocol, HealthCheckProtocol::Exec);
+    assert_eq!(hc.protocol.to_string(), "exec");
+    assert_eq!(
+        hc.command.as_deref(),
+        Some(
+            &[
+                "/usr/bin/check".to_owned(),
+                "-q".to_owned(),
+                "web".to_owned()
+            ][..]
+        )
+    );
+    assert_eq!(hc.http, None);
+    assert_eq!(hc.port, Some(80), "the traffic port, passed to the program");
+    assert_eq!(hc.timeout, Duration::from_secs(10), "tcp's default");
+    let argv: Vec<String> = (0..32).map(|i| format!("\"/a{i}\"")).collect();
+    let hc = health_check_of(&format!(
+        "protocol = \"exec\"\ncommand = [{}]\nport = 8080\ninterval_secs = 3",
+        argv.join(", ")
+    ));
+    assert_eq!(hc.command.map(|c| c.len()), Some(32));
+    assert_eq!((hc.port, hc.timeout), (Some(8080), Duration::from_secs(3)));
+
+    let field =
+        |f: &str, why: &str| format!("target_group \"g\": field \"health_check.{f}\": {why}");
+    let too_long: Vec<String> = (0..33).map(|_| "\"/bin/true\"".to_owned()).collect();
+    let cases = [
+        (
+            "protocol = \"exec\"".to_owned(),
+            field(
+                "command",
+                "missing: required when protocol = \"exec\" (the program to run and its \
+                 arguments)",
+            ),
+        ),
+        (
+            "protocol = \"exec\"\ncommand = []".to_owned(),
+            field(
+                "command",
+                "is empty; give the program to run (an absolute path) and its arguments",
+            ),
+        ),
+        (
+            format!("protocol = \"exec\"\ncommand = [{}]", too_long.join(", ")),
+            field(
+                "command",
+                "has 33 elements; at most 32 are allowed (the program and 31 arguments)",
+            ),
+        ),
+        (
+            "protocol = \"exec\"\ncommand = [\"check\", \"/x\"]".to_owned(),
+            field(
+                "command",
+                "\"check\" is not an absolute path; the program (the first element) must be \
+                 given as one, since no PATH is searched",
+            ),
+        ),
+        (
+            "protocol = \"exec\"\ncommand = [\"/bin/check\", \"a\\u0000b\"]".to_owned(),
+            field(
+                "command",
+                "element #2 contains a NUL character, which cannot be passed to a program",
+            ),
+        ),
+        (
+            "command = [\"/bin/true\"]".to_owned(),
+            field("command", "only for protocol = \"exec\", not \"tcp\""),
+        ),
+        (
+            "protocol = \"http\"\ncommand = [\"/bin/true\"]".to_owned(),
+            field("command", "only for protocol = \"exec\", not \"http\""),
+        ),
+        (
+            "protocol = \"exec\"\ncommand = [\"/bin/true\"]\npath = \"/\"".to_owned(),
+            field(
+                "path",
+                "only for protocol = \"http\" or \"https\", not \"exec\"",
+            ),
+        ),
+        (
+            "protocol = \"exec\"\ncommand = [\"/bin/true\"]\nmatcher = \"200\"".to_owned(),
+            field(
+                "matcher",
+                "only for protocol = \"http\" or \"https\", not \"exec\"",
+            ),
+        ),
+    ];
+    for (lines, want) in cases {
+        assert_eq!(health_check_problems(&lines), [want], "{lines}");
+    }
+    // Checked even with checks disabled, as the HTTP settings are.
+    assert_eq!(
+        health_check_problems("enabled = false\nprotocol = \"exec\"").len(),
+        1
+    );
+    // A command that is not a list of strings is a TOML-level error.
+    let (_, _, message) = syntax(
+        &(vip(&[])
+            + &group_g(
+                "[target_group.health_check]\nprotocol = \"exec\"\ncommand = \"/bin/true\"",
+            )),
+    );
+    assert!(message.contains("invalid type"), "{message}");
+}
+
+#[test]
+fn http_body_check() {
+    let hc = health_check_of("protocol = \"https\"\nbody = \"ready\"");
+    let http = hc.http.expect("http settings");
+    assert_eq!(http.body_contains.as_deref(), Some("ready"));
+    let max = "x".repeat(256);
+    let hc = health_check_of(&format!("protocol = \"http\"\nbody = \"{max}\""));
+    assert_eq!(
+        hc.http.and_then(|h| h.body_contains).map(|b| b.len()),
+        Some(256)
+    );
+
+    let field = |why: &str| format!("target_group \"g\": field \"health_check.body\": {why}");
+    let cases = [
+        (
+            "protocol = \"http\"\nbody = \"\"".to_owned(),
+            field("must not be empty (leave it out to accept any body)"),
+        ),
+        (
+            format!("protocol = \"http\"\nbody = \"{}\"", "é".repeat(129)),
+            field("is 258 bytes long; at most 256 are allowed"),
+        ),
+        (
+            "body = \"OK\"".to_owned(),
+            field("only for protocol = \"http\" or \"https\", not \"tcp\""),
+        ),
+        (
+            "protocol = \"exec\"\ncommand = [\"/bin/true\"]\nbody = \"OK\"".to_owned(),
+            field("only for protocol = \"http\" or \"https\", not \"exec\""),
+        ),
+    ];
+    for (lines, want) in cases {
+        assert_eq!(health_check_problems(&lines), [want], "{lines}");
+    }
+}
+
+#[test]
+fn agent_check_defaults_follow_the_health_check() {
+    let agent = |keys: &str| {
+        let c = ok(&(vip(&[]) + &group_g(keys)));
+        c.target_groups[0].agent_check.expect("agent check")
+    };
+    let a = agent("[target_group.agent_check]\nport = 5555");
+    assert_eq!(a.port, 5555);
+    assert_eq!(a.interval, Duration::from_secs(30), "health check default");
+    assert_eq!(a.timeout, Duration::from_secs(2));
+    let a = agent(
+        "[target_group.health_check]\ninterval_secs = 7\n[target_group.agent_check]\nport = 1",
+    );
+    assert_eq!(
+        (a.interval, a.timeout),
+        (Duration::from_secs(7), Duration::from_secs(2))
+    );
+    let a = agent(
+        "[target_group.health_check]\ninterval_secs = 1\ntimeout_secs = 1\n\
+         [target_group.agent_check]\nport = 65535",
+    );
+    assert_eq!(
+        (a.interval, a.timeout),
+        (Duration::from_secs(1), Duration::from_secs(1))
+    );
+    let a =
+        agent("[target_group.agent_check]\nport = 5555\ninterval_secs = 300\ntimeout_secs = 120");
+    assert_eq!(
+        (a.interval, a.timeout),
+        (Duration::from_secs(300), Duration::from_secs(120))
+    );
+    let a = agent("[target_group.agent_check]\nport = 5555\ninterval_secs = 5\ntimeout_secs = 5");
+    assert_eq!(
+        (a.interval, a.timeout),
+        (Duration::from_secs(5), Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn agent_check_settings_are_checked() {
+    let cases = [
+        ("", "port", "missing (required)"),
+        (
+            "port = 0",
+            "port",
+            "0 is out of range: must be between 1 and 65535",
+        ),
+        (
+            "port = 65536",
+            "port",
+            "65536 is out of range: must be between 1 and 65535",
+        ),
+        (
+            "port = 1\ninterval_secs = 0",
+            "interval_secs",
+            "0 is out of range: must be between 1 and 300",
+        ),
+        (
+            "port = 1\ninterval_secs = 301",
+            "interval_secs",
+            "301 is out of range: must be between 1 and 300",
+        ),
+        (
+            "port = 1\ntimeout_secs = 0",
+            "timeout_secs",
+            "0 is out of range: must be between 1 and 120",
+        ),
+        (
+            "port = 1\ntimeout_secs = 121",
+            "timeout_secs",
+            "121 is out of range: must be between 1 and 120",
+        ),
+        (
+            "port = 1\ninterval_secs = 3\ntimeout_secs = 4",
+            "timeout_secs",
+            "4 is longer than interval_secs (3): a check must end before the next one starts",
+        ),
+    ];
+    for (lines, field, why) in cases {
+        assert_eq!(
+            problems(&(vip(&[]) + &group_g(&format!("[target_group.agent_check]\n{lines}")))),
+            [format!(
+                "target_group \"g\": field \"agent_check.{field}\": {why}"
+            )],
+            "{lines}"
+        );
+    }
+    // The default interval is the health check's: a longer timeout does not fit it.
+    assert_eq!(
+        problems(
+            &(vip(&[])
+                + &group_g(
+                    "[target_group.health_check]\ninterval_secs = 3\n\
+                 [target_group.agent_check]\nport = 1\ntimeout_secs = 10"
+                ))
+        ),
+        [
+            "target_group \"g\": field \"agent_check.timeout_secs\": 10 is longer than \
+          interval_secs (3): a check must end before the next one starts"
+        ]
+    );
+    // An invalid health-check interval is reported once, not again for the agent check.
+    assert_eq!(
+        problems(
+            &(vip(&[])
+                + &group_g(
+                    "[target_group.health_check]\ninterval_secs = 0\n\
+                 [target_group.agent_check]\nport = 1"
+                ))
+        ),
+        [
+            "target_group \"g\": field \"health_check.interval_secs\": 0 is out of range: must be \
+          between 1 and 300"
+        ]
+    );
+    let (_, _, message) =
+        syntax(&(vip(&[]) + &group_g("[target_group.agent_check]\nport = 1\nweight = 50")));
+    assert!(message.contains("unknown field `weight`"), "{message}");
+}
+
+#[test]
+fn unhealthy_connection_handling() {
+    let group_of = |keys: &str| ok(&(vip(&[]) + &group_g(keys))).target_groups[0].clone();
+    let g = group_of(
+        "unhealthy_connection_termination = false\nunhealthy_draining_interval_secs = 360000",
+    );
+    assert!(!g.unhealthy_connection_termination);
+    assert_eq!(g.unhealthy_draining_interval, Duration::from_secs(360_000));
+    let g =
+        group_of("unhealthy_connection_termination = true\nunhealthy_draining_interval_secs = 0");
+    assert!(g.unhealthy_connection_termination);
+    assert_eq!(g.unhealthy_draining_interval, Duration::ZERO);
+    let g = group_of("unhealthy_connection_termination = false");
+    assert!(!g.unhealthy_connection_termination);
+    assert_eq!(g.unhealthy_draining_interval, Duration::ZERO);
+
+    let field = |why: &str| {
+        format!("target_group \"g\": field \"unhealthy_draining_interval_secs\": {why}")
+    };
+    let cases = [
+        (
+            "unhealthy_draining_interval_secs = 360001",
+            field("360001 is out of range: must be between 0 and 360000"),
+        ),
+        (
+            "unhealthy_draining_interval_secs = -1",
+            field("-1 is out of range: must be between 0 and 360000"),
+        ),
+        (
+            "unhealthy_draining_interval_secs = 30",
+            field(
+                "30 needs unhealthy_connection_termination = false (as in an AWS NLB: with \
+                 termination on, an unhealthy target's flows move at once; with it off, they \
+                 stay for this interval)",
+            ),
+        ),
+    ];
+    for (keys, want) in cases {
+        assert_eq!(problems(&(vip(&[]) + &group_g(keys))), [want], "{keys}");
+    }
+    let (_, _, message) = syntax(&(vip(&[]) + &group_g("unhealthy_connection_termination = 1")));
+    assert!(message.contains("invalid type"), "{message}");
 }
 
 #[test]

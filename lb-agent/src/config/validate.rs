@@ -16,8 +16,9 @@ use std::{
 };
 
 use super::{
-    raw, AgentSettings, Config, Fragments, HashFields, HealthCheck, HealthCheckProtocol, HttpCheck,
-    Ipv4Prefix, Ipv6Prefix, Mode, Protocol, StatusMatcher, Target, TargetGroup, Vip,
+    raw, AgentCheck, AgentSettings, Config, Fragments, HashFields, HealthCheck,
+    HealthCheckProtocol, HttpCheck, Ipv4Prefix, Ipv6Prefix, Mode, Protocol, StatusMatcher, Target,
+    TargetGroup, Vip,
 };
 use crate::maglev;
 
@@ -64,6 +65,15 @@ const DEFAULT_UNHEALTHY_THRESHOLD: u8 = 2;
 const DEFAULT_HC_PATH: &str = "/";
 const HC_PATH_MAX: usize = 1024;
 const DEFAULT_HC_MATCHER: &str = "200-399";
+/// A body check is a substring search of the first part of the response, not a parser.
+const HC_BODY_MAX: usize = 256;
+/// argv of an exec check: the program and up to 31 arguments.
+const HC_COMMAND_MAX: usize = 32;
+/// Agent check timeout default: HAProxy's agent-check answers in a line, so a short
+/// timeout keeps a hung agent from holding a stale weight (lowered to the interval).
+const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 2;
+/// NLB: target_health_state.unhealthy.draining_interval_seconds, 0–360000 s, default 0.
+const UNHEALTHY_DRAINING_INTERVAL_SECS: RangeInclusive<i64> = 0..=360_000;
 
 /// Checks `file` as a whole: the configuration, or every problem found.
 pub(super) fn validate(file: &raw::File, limits: &Limits) -> Result<Config, Vec<String>> {
@@ -580,6 +590,10 @@ struct GroupDraft<'a> {
     deregistration_delay: Option<Duration>,
     slow_start: Option<Duration>,
     fail_open: bool,
+    unhealthy_connection_termination: bool,
+    unhealthy_draining_interval: Option<Duration>,
+    /// `None` if it failed; `Some(None)` if there is none.
+    agent_check: Option<Option<AgentCheck>>,
 }
 
 struct TargetDraft {
@@ -607,6 +621,9 @@ impl GroupDraft<'_> {
             deregistration_delay: self.deregistration_delay?,
             slow_start: self.slow_start?,
             fail_open: self.fail_open,
+            unhealthy_connection_termination: self.unhealthy_connection_termination,
+            unhealthy_draining_interval: self.unhealthy_draining_interval?,
+            agent_check: self.agent_check?,
         })
     }
 }
@@ -679,7 +696,47 @@ fn group<'a>(r: &mut Report, index: usize, raw: &'a raw::TargetGroup) -> GroupDr
         });
     }
 
+    let unhealthy_connection_termination = raw.unhealthy_connection_termination.unwrap_or(true);
+    let unhealthy_draining_interval = match raw.unhealthy_draining_interval_secs {
+        None => Some(Duration::ZERO),
+        Some(s) => r
+            .in_range::<u64>(
+                item,
+                "unhealthy_draining_interval_secs",
+                s,
+                UNHEALTHY_DRAINING_INTERVAL_SECS,
+            )
+            .and_then(|secs| {
+                if secs > 0 && unhealthy_connection_termination {
+                    r.problem(
+                        item,
+                        "unhealthy_draining_interval_secs",
+                        format!(
+                            "{secs} needs unhealthy_connection_termination = false (as in an \
+                             AWS NLB: with termination on, an unhealthy target's flows move at \
+                             once; with it off, they stay for this interval)"
+                        ),
+                    );
+                    None
+                } else {
+                    Some(Duration::from_secs(secs))
+                }
+            }),
+    };
+
     let (health_check, check_port) = health_check(r, item, &raw.health_check);
+    let agent_check = match &raw.agent_check {
+        None => Some(None),
+        Some(a) => {
+            // The health check's interval, when it is valid (else it was reported).
+            let default_interval = match raw.health_check.interval_secs {
+                None => Some(DEFAULT_HC_INTERVAL_SECS),
+                Some(i) if HC_INTERVAL_SECS.contains(&i) => u64::try_from(i).ok(),
+                Some(_) => None,
+            };
+            agent_check(r, item, a, default_interval).map(Some)
+        }
+    };
     GroupDraft {
         label,
         index,
@@ -690,7 +747,111 @@ fn group<'a>(r: &mut Report, index: usize, raw: &'a raw::TargetGroup) -> GroupDr
         deregistration_delay,
         slow_start,
         fail_open: raw.fail_open.unwrap_or(true),
+        unhealthy_connection_termination,
+        unhealthy_draining_interval,
+        agent_check,
     }
+}
+
+/// `[target_group.agent_check]`; `default_interval` is the health check's (`None` if
+/// that was invalid).
+fn agent_check(
+    r: &mut Report,
+    item: &str,
+    raw: &raw::AgentCheck,
+    default_interval: Option<u64>,
+) -> Option<AgentCheck> {
+    let port = r.required_int(item, "agent_check.port", raw.port, NONZERO_PORT);
+    let interval: Option<u64> = match raw.interval_secs {
+        None => default_interval,
+        Some(i) => r.in_range(item, "agent_check.interval_secs", i, HC_INTERVAL_SECS),
+    };
+    let timeout = timeout(
+        r,
+        item,
+        "agent_check.timeout_secs",
+        raw.timeout_secs,
+        DEFAULT_AGENT_TIMEOUT_SECS,
+        interval,
+    );
+    Some(AgentCheck {
+        port: port?,
+        interval: Duration::from_secs(interval?),
+        timeout: Duration::from_secs(timeout?),
+    })
+}
+
+/// A check's timeout: in [`HC_TIMEOUT_SECS`] and at most `interval`; when absent,
+/// `default` lowered to `interval`.
+fn timeout(
+    r: &mut Report,
+    item: &str,
+    field: &str,
+    value: Option<i64>,
+    default: u64,
+    interval: Option<u64>,
+) -> Option<u64> {
+    match value {
+        None => Some(interval.map_or(default, |i| i.min(default))),
+        Some(t) => match (r.in_range::<u64>(item, field, t, HC_TIMEOUT_SECS), interval) {
+            (Some(t), Some(i)) if t > i => {
+                r.problem(
+                    item,
+                    field,
+                    format!(
+                        "{t} is longer than interval_secs ({i}): a check must end before the \
+                         next one starts"
+                    ),
+                );
+                None
+            }
+            (t, _) => t,
+        },
+    }
+}
+
+fn check_body(body: &str) -> Result<String, String> {
+    if body.is_empty() {
+        return Err("must not be empty (leave it out to accept any body)".to_owned());
+    }
+    if body.len() > HC_BODY_MAX {
+        return Err(format!(
+            "is {} bytes long; at most {HC_BODY_MAX} are allowed",
+            body.len()
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+/// The argv of an exec check. The program is run directly (no shell, no `PATH` search),
+/// so it must be an absolute path.
+fn check_command(argv: &[String]) -> Result<Vec<String>, String> {
+    let Some(program) = argv.first() else {
+        return Err(
+            "is empty; give the program to run (an absolute path) and its arguments".to_owned(),
+        );
+    };
+    if argv.len() > HC_COMMAND_MAX {
+        return Err(format!(
+            "has {} elements; at most {HC_COMMAND_MAX} are allowed (the program and {} \
+             arguments)",
+            argv.len(),
+            HC_COMMAND_MAX - 1
+        ));
+    }
+    if !program.starts_with('/') {
+        return Err(format!(
+            "{program:?} is not an absolute path; the program (the first element) must be \
+             given as one, since no PATH is searched"
+        ));
+    }
+    if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+        return Err(format!(
+            "element #{} contains a NUL character, which cannot be passed to a program",
+            i + 1
+        ));
+    }
+    Ok(argv.to_vec())
 }
 
 fn check_path(path: &str) -> Result<String, String> {
@@ -732,25 +893,11 @@ fn health_check(
             ("tcp", HealthCheckProtocol::Tcp),
             ("http", HealthCheckProtocol::Http),
             ("https", HealthCheckProtocol::Https),
+            ("exec", HealthCheckProtocol::Exec),
         ],
         Some(HealthCheckProtocol::Tcp),
     );
     let http = match protocol {
-        Some(HealthCheckProtocol::Tcp) => {
-            for (field, set) in [
-                ("health_check.path", raw.path.is_some()),
-                ("health_check.matcher", raw.matcher.is_some()),
-            ] {
-                if set {
-                    r.problem(
-                        item,
-                        field,
-                        "only for protocol = \"http\" or \"https\", not \"tcp\"",
-                    );
-                }
-            }
-            Some(None)
-        }
         Some(HealthCheckProtocol::Http | HealthCheckProtocol::Https) => {
             let path = r.ok(
                 item,
@@ -762,10 +909,61 @@ fn health_check(
                 "health_check.matcher",
                 StatusMatcher::parse(raw.matcher.as_deref().unwrap_or(DEFAULT_HC_MATCHER)),
             );
-            match (path, matcher) {
-                (Some(path), Some(matcher)) => Some(Some(HttpCheck { path, matcher })),
+            let body_contains = match raw.body.as_deref() {
+                None => Some(None),
+                Some(body) => r.ok(item, "health_check.body", check_body(body)).map(Some),
+            };
+            match (path, matcher, body_contains) {
+                (Some(path), Some(matcher), Some(body_contains)) => Some(Some(HttpCheck {
+                    path,
+                    matcher,
+                    body_contains,
+                })),
                 _ => None,
             }
+        }
+        Some(p) => {
+            for (field, set) in [
+                ("health_check.path", raw.path.is_some()),
+                ("health_check.matcher", raw.matcher.is_some()),
+                ("health_check.body", raw.body.is_some()),
+            ] {
+                if set {
+                    r.problem(
+                        item,
+                        field,
+                        format!("only for protocol = \"http\" or \"https\", not \"{p}\""),
+                    );
+                }
+            }
+            Some(None)
+        }
+        None => None,
+    };
+    let command = match protocol {
+        Some(HealthCheckProtocol::Exec) => match raw.command.as_deref() {
+            None => {
+                r.problem(
+                    item,
+                    "health_check.command",
+                    "missing: required when protocol = \"exec\" (the program to run and its \
+                     arguments)",
+                );
+                None
+            }
+            Some(argv) => r
+                .ok(item, "health_check.command", check_command(argv))
+                .map(Some),
+        },
+        Some(p) => {
+            if raw.command.is_some() {
+                r.problem(
+                    item,
+                    "health_check.command",
+                    format!("only for protocol = \"exec\", not \"{p}\""),
+                );
+            }
+            Some(None)
         }
         None => None,
     };
@@ -776,34 +974,22 @@ fn health_check(
         HC_INTERVAL_SECS,
         DEFAULT_HC_INTERVAL_SECS,
     );
-    let timeout = match raw.timeout_secs {
-        None => {
-            let default = match protocol {
-                Some(HealthCheckProtocol::Http | HealthCheckProtocol::Https) => {
-                    DEFAULT_HC_TIMEOUT_HTTP_SECS
-                }
-                Some(HealthCheckProtocol::Tcp) | None => DEFAULT_HC_TIMEOUT_TCP_SECS,
-            };
-            Some(interval.map_or(default, |i| i.min(default)))
+    let default_timeout = match protocol {
+        Some(HealthCheckProtocol::Http | HealthCheckProtocol::Https) => {
+            DEFAULT_HC_TIMEOUT_HTTP_SECS
         }
-        Some(t) => match (
-            r.in_range::<u64>(item, "health_check.timeout_secs", t, HC_TIMEOUT_SECS),
-            interval,
-        ) {
-            (Some(t), Some(i)) if t > i => {
-                r.problem(
-                    item,
-                    "health_check.timeout_secs",
-                    format!(
-                        "{t} is longer than interval_secs ({i}): a check must end before the \
-                         next one starts"
-                    ),
-                );
-                None
-            }
-            (t, _) => t,
-        },
+        Some(HealthCheckProtocol::Tcp | HealthCheckProtocol::Exec) | None => {
+            DEFAULT_HC_TIMEOUT_TCP_SECS
+        }
     };
+    let timeout = timeout(
+        r,
+        item,
+        "health_check.timeout_secs",
+        raw.timeout_secs,
+        default_timeout,
+        interval,
+    );
     let healthy_threshold = r.int(
         item,
         "health_check.healthy_threshold",
@@ -821,6 +1007,7 @@ fn health_check(
     let (
         Some(protocol),
         Some(http),
+        Some(command),
         Some(interval),
         Some(timeout),
         Some(healthy_threshold),
@@ -828,6 +1015,7 @@ fn health_check(
     ) = (
         protocol,
         http,
+        command,
         interval,
         timeout,
         healthy_threshold,
@@ -841,6 +1029,7 @@ fn health_check(
         protocol,
         port: None,
         http,
+        command,
         interval: Duration::from_secs(interval),
         timeout: Duration::from_secs(timeout),
         healthy_threshold,
