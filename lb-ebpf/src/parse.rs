@@ -38,6 +38,7 @@ const IPV6_DSTOPTS: u8 = 60;
 /// are skipped before giving up on a packet; more is not attributed to a VIP.
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;

@@ -2,13 +2,14 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
+    flow::{FLOW_CLOSING, TCP_REFRESH_NS},
     service::{backend_flags, vip_flags, FAMILY_FRAG_KEY, PROTO_TCP, PROTO_UDP},
     Backend, DropReason, Event, FlowKey, FlowValue, LbConfig, VipKey, VipMeta, NO_BACKEND,
 };
 
 use crate::{
     maps::{BACKENDS, FLOOD, FLOWS, RINGS, VIPS},
-    parse::{Frag, Packet, TCP_ACK, TCP_RST, TCP_SYN},
+    parse::{Frag, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats::count_event,
 };
 
@@ -116,7 +117,7 @@ pub fn choose(
         // same entry on another CPU can at worst give a torn `last_seen_ns`, which only
         // affects expiry by one packet.
         let entry = unsafe { &mut *entry };
-        let idle = now.wrapping_sub(entry.last_seen_ns);
+        let idle = now.wrapping_sub(entry.last_seen_ns & !FLOW_CLOSING);
         let expired = pkt.key.proto == PROTO_UDP && idle > cfg.udp_idle_ns;
         if syn {
             count_event(Event::SynRehash, bytes);
@@ -125,6 +126,18 @@ pub fn choose(
         } else if let Ok(b) = backend(entry.backend_id) {
             if pkt.key.proto == PROTO_UDP {
                 entry.last_seen_ns = now;
+            } else {
+                // TCP: the agent's active-flow estimate needs the time to the second and
+                // whether the client is closing; writing it on every packet would bounce
+                // the entry's cache line between CPUs for nothing.
+                let closing = if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+                    FLOW_CLOSING
+                } else {
+                    entry.last_seen_ns & FLOW_CLOSING
+                };
+                if idle > TCP_REFRESH_NS || closing != entry.last_seen_ns & FLOW_CLOSING {
+                    entry.last_seen_ns = now | closing;
+                }
             }
             count_event(Event::FlowHit, bytes);
             return Ok(Choice {

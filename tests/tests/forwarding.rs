@@ -1255,3 +1255,80 @@ fn expected_output(f: &Fixture) -> Vec<u8> {
         Output::Unchanged => f.input.clone(),
     }
 }
+
+/// TCP entries record when the flow was last active (to the second) and whether the
+/// client has closed it: the agent's live-flow estimate for draining targets and
+/// `ActiveFlowCount` reads both.
+#[test]
+fn tcp_entries_record_activity_and_client_close() -> anyhow::Result<()> {
+    use Event as E;
+    const FIN_ACK: u8 = 0x11;
+    let s = Scenario::new("lbt-fwd4")?;
+    let (dr4, dr4p) = DR4;
+    let sport = 23456;
+    let k = key4(CLIENT4, sport, dr4, dr4p, PROTO_TCP);
+    let syn = packet::tcp4_syn(CLIENT4, sport, dr4, dr4p);
+    let mut b = Builder {
+        s: &s,
+        cases: Vec::new(),
+    };
+    b.dr(
+        "syn",
+        "dr4",
+        k,
+        syn.clone(),
+        &[E::FlowNew, E::Forwarded],
+        true,
+    );
+    let first = b.cases.remove(0).f;
+    let mac = expected_output(&first)[..12].to_vec();
+    let same_backend = |name: &str, flags: u8| {
+        let input = edit::tcp_flags(&syn, 34, flags);
+        let mut output = input.clone();
+        output[..12].copy_from_slice(&mac);
+        Fixture {
+            name: name.into(),
+            input,
+            verdict: Verdict::Tx,
+            output: Output::Bytes(output),
+        }
+    };
+    let run = |f: Fixture| -> anyhow::Result<()> {
+        let failures =
+            s.lb.enter(|| fixture::run_all_on(&s.dp, std::slice::from_ref(&f), Some(s.fx0)))?;
+        anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+        Ok(())
+    };
+    run(first.clone())?;
+    let made = s.dp.flow(&k)?.expect("the SYN made an entry");
+    assert!(!made.closing() && made.last_seen() > 0);
+
+    // Within a second: the entry is not rewritten.
+    run(same_backend("ack right after", PSH_ACK))?;
+    assert_eq!(
+        s.dp.flow(&k)?,
+        Some(made),
+        "entry rewritten within a second"
+    );
+
+    // More than a second later: the time moves on.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    run(same_backend("ack a second later", PSH_ACK))?;
+    let later = s.dp.flow(&k)?.expect("entry");
+    assert!(!later.closing());
+    assert!(later.last_seen() >= made.last_seen() + 1_000_000_000);
+    assert_eq!(later.backend_id, made.backend_id);
+
+    // The client's FIN marks it closing at once; later packets keep the mark and still
+    // reach the same backend.
+    run(same_backend("fin", FIN_ACK))?;
+    let fin = s.dp.flow(&k)?.expect("entry");
+    assert!(fin.closing(), "FIN did not mark the entry");
+    run(same_backend("last ack", PSH_ACK))?;
+    assert!(s.dp.flow(&k)?.expect("entry").closing());
+
+    // A new connection on the same tuple starts a fresh entry.
+    run(first)?;
+    assert!(!s.dp.flow(&k)?.expect("entry").closing());
+    Ok(())
+}

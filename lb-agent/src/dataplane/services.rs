@@ -152,12 +152,53 @@ impl Dataplane {
     }
 }
 
+/// How long a TCP flow with no packet still counts as active: an NLB's TCP idle timeout
+/// (350 s). Entries stay in the table longer (until the LRU reuses them).
+pub const TCP_ACTIVE_NS: u64 = 350 * 1_000_000_000;
+
+/// Flow-table entries of one (VIP id, backend id).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTally {
+    /// Every entry, active or not.
+    pub entries: u64,
+    /// TCP entries seen within [`TCP_ACTIVE_NS`] whose client has not sent FIN or RST.
+    pub active_tcp: u64,
+    /// UDP entries seen within the configured UDP idle time.
+    pub active_udp: u64,
+}
+
+impl FlowTally {
+    pub fn active(&self) -> u64 {
+        self.active_tcp + self.active_udp
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    })
+}
+
 impl Dataplane {
-    /// Live flow-table entries per (VIP id, backend id). Walks the whole table: for the
-    /// admin interface, not for anything on a timer.
+    /// Active flows per (VIP id, backend id) (see [`FlowTally`]). Walks the whole table:
+    /// for the admin interface and periodic metrics, not per packet.
     pub fn flow_counts(
         &self,
     ) -> Result<std::collections::HashMap<(u32, u32), u64>, DataplaneError> {
+        Ok(self
+            .flow_tally()?
+            .into_iter()
+            .map(|(k, t)| (k, t.active()))
+            .collect())
+    }
+
+    /// Entries and active flows per (VIP id, backend id).
+    pub fn flow_tally(
+        &self,
+    ) -> Result<std::collections::HashMap<(u32, u32), FlowTally>, DataplaneError> {
+        let udp_idle = self.config()?.udp_idle_ns;
         let name = maps::FLOWS;
         let map = self
             .ebpf
@@ -165,10 +206,20 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap(name))?;
         let m = HashMap::<_, FlowKey, FlowValue>::try_from(map)
             .map_err(|source| DataplaneError::Map { name, source })?;
-        let mut counts = std::collections::HashMap::new();
+        let now = monotonic_ns();
+        let mut counts = std::collections::HashMap::<(u32, u32), FlowTally>::new();
         // An entry evicted between listing and reading is simply not counted.
-        for (_, v) in m.iter().flatten() {
-            *counts.entry((v.vip_id, v.backend_id)).or_insert(0) += 1;
+        for (k, v) in m.iter().flatten() {
+            let t = counts.entry((v.vip_id, v.backend_id)).or_default();
+            t.entries += 1;
+            let idle = now.saturating_sub(v.last_seen());
+            if k.proto == lb_common::service::PROTO_UDP {
+                if idle <= udp_idle {
+                    t.active_udp += 1;
+                }
+            } else if !v.closing() && idle <= TCP_ACTIVE_NS {
+                t.active_tcp += 1;
+            }
         }
         Ok(counts)
     }
