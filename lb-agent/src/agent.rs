@@ -5,173 +5,39 @@
 //! admin requests, SIGHUP reloads and counter logging take turns, so no two changes
 //! interleave.
 
+mod running;
+mod state_file;
+
 use std::{
     collections::HashMap,
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
 };
 
-use anyhow::Context as _;
+pub use running::{AgentState, ChangeError, Source};
+pub use state_file::{SavedAgent, SavedSource, StateFile};
+
 use lb_common::{
     service::{addr16, vip_flags},
     FlowKey,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::{
     admin::{
         protocol::{
-            ApplyResult, BackendInfo, Command, ErrorBody, ErrorCode, FlowAnswer, StatusInfo,
-            VipInfo, PROTOCOL_VERSION,
+            ApplyResult, BackendInfo, Command, ConfigInfo, ErrorBody, ErrorCode, FlowAnswer, Proto,
+            StatusInfo, VipInfo, PROTOCOL_VERSION,
         },
         server::{Handler, Peer},
         table::counters_json,
     },
-    config::{self, Config},
-    dataplane::{self, Dataplane},
-    services::{ApplyReport, Services, ServicesState},
+    config::NewVip,
+    lifecycle::{self, TargetKey},
 };
-
-/// Where the agent keeps its id allocation between runs (`/run`: gone at reboot, as the
-/// pins are).
-pub struct StateFile {
-    pub path: PathBuf,
-}
-
-impl StateFile {
-    pub fn for_interface(iface: &str) -> Self {
-        Self {
-            path: Path::new("/run/lb")
-                .join(dataplane::scope(iface))
-                .join("state.json"),
-        }
-    }
-
-    pub fn load(&self) -> anyhow::Result<Option<ServicesState>> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => {
-                Ok(Some(serde_json::from_str(&text).with_context(|| {
-                    format!("parsing {}", self.path.display())
-                })?))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
-        }
-    }
-
-    /// Written to a temporary file and renamed over the old one: a crash never leaves a
-    /// half-written state.
-    pub fn save(&self, state: &ServicesState) -> anyhow::Result<()> {
-        let dir = self.path.parent().context("state path has no directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(state).context("serializing the state")?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))
-    }
-
-    pub fn remove(&self) -> anyhow::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            match std::fs::remove_dir_all(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
-            }
-            // Empty parents (netns-<name>/, /run/lb) go too; an error only means another
-            // interface still has state there, which stays.
-            let mut parent = dir.parent();
-            while let Some(p) = parent.filter(|p| p.starts_with("/run/lb")) {
-                if std::fs::remove_dir(p).is_err() {
-                    break;
-                }
-                parent = p.parent();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Everything the running agent owns.
-pub struct AgentState {
-    pub dp: Dataplane,
-    pub services: Services,
-    pub config: Option<Config>,
-    pub config_path: Option<PathBuf>,
-    /// `None` for an ephemeral agent (nothing survives it).
-    pub state_file: Option<StateFile>,
-    pub iface: String,
-    pub xdp_mode: String,
-    pub started: Instant,
-}
-
-impl AgentState {
-    /// Applies `cfg` (and remembers it), then saves the id allocation.
-    pub fn apply(&mut self, cfg: Config) -> anyhow::Result<ApplyReport> {
-        for w in &cfg.warnings {
-            warn!("configuration: {w}");
-        }
-        warm_neighbours(&cfg);
-        let report = self
-            .services
-            .apply(&cfg, &mut self.dp)
-            .context("applying the configuration")?;
-        info!(
-            changed = report.changed.len(),
-            unchanged = report.unchanged.len(),
-            removed = report.removed.len(),
-            backends_added = report.backends_added,
-            backends_removed = report.backends_removed,
-            "configuration applied"
-        );
-        if let Some(state) = &self.state_file {
-            state
-                .save(&self.services.state())
-                .context("saving the VIP and backend ids")?;
-        }
-        self.config = Some(cfg);
-        Ok(report)
-    }
-
-    /// SIGHUP: re-read the configuration file; an invalid one changes nothing.
-    pub fn reload(&mut self) {
-        let Some(path) = self.config_path.clone() else {
-            warn!("SIGHUP ignored: the agent was started without --config");
-            return;
-        };
-        info!(path = %path.display(), "SIGHUP: reloading the configuration");
-        match config::load(&path) {
-            Ok(cfg) => {
-                if let Err(e) = self.apply(cfg) {
-                    error!("applying the reloaded configuration failed: {e:#}");
-                }
-            }
-            Err(e) => error!("configuration rejected, the running one stays in place: {e}"),
-        }
-    }
-}
-
-/// Asks the kernel to resolve every target's neighbour entry now (an empty datagram to
-/// the discard port), so the first packets of real flows find it; until then the data
-/// plane passes them to the kernel (`fib_no_neighbour`).
-fn warm_neighbours(cfg: &Config) {
-    for target in cfg.target_groups.iter().flat_map(|g| &g.targets) {
-        let bind = if target.address.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        };
-        let sent = std::net::UdpSocket::bind(bind)
-            .and_then(|s| s.send_to(&[], std::net::SocketAddr::new(target.address, 9)));
-        if let Err(e) = sent {
-            warn!(target = %target.address, "could not prompt neighbour resolution: {e}");
-        }
-    }
-}
 
 /// The agent as the admin socket sees it.
 pub struct Agent {
@@ -207,20 +73,20 @@ impl Handler for Agent {
                 uptime_secs: st.started.elapsed().as_secs(),
                 iface: Some(st.iface.clone()),
                 xdp_mode: Some(st.xdp_mode.clone()),
-                config: st.config_path.as_ref().map(|p| p.display().to_string()),
+                config: st.source.as_ref().map(|s| s.path.display().to_string()),
                 vips: st.config.as_ref().map_or(0, |c| c.vips.len()),
                 backends: st
                     .config
                     .as_ref()
                     .map_or(0, |c| c.target_groups.iter().map(|g| g.targets.len()).sum()),
+                program: st.dp.program_info().ok(),
             }),
             Command::VipList => json(vip_infos(&st, false)?),
             Command::VipShow { name } => {
                 let vips = vip_infos(&st, true)?;
-                let vip = vips
-                    .into_iter()
-                    .find(|v| v.name == name)
-                    .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no VIP named {name:?}")))?;
+                let vip = vips.into_iter().find(|v| v.name == name).ok_or_else(|| {
+                    ErrorBody::new(ErrorCode::NotFound, format!("no VIP named {name:?}"))
+                })?;
                 json(vip)
             }
             Command::BackendList { group } => {
@@ -230,8 +96,13 @@ impl Handler for Agent {
                     .filter(|b| group.as_ref().is_none_or(|g| *g == b.group))
                     .collect();
                 if let Some(g) = &group {
-                    if list.is_empty() && st.config.as_ref().and_then(|c| c.target_group(g)).is_none() {
-                        return Err(ErrorBody::new(ErrorCode::NotFound, format!("no target group named {g:?}")));
+                    if list.is_empty()
+                        && st.config.as_ref().and_then(|c| c.target_group(g)).is_none()
+                    {
+                        return Err(ErrorBody::new(
+                            ErrorCode::NotFound,
+                            format!("no target group named {g:?}"),
+                        ));
                     }
                 }
                 json(list)
@@ -244,60 +115,179 @@ impl Handler for Agent {
                 dport,
             } => json(flow_answer(&st, proto.number(), src, sport, dst, dport)?),
             Command::Apply { path, dry_run } => {
-                let cfg = config::load(Path::new(&path))
-                    .map_err(|e| ErrorBody::new(ErrorCode::InvalidConfig, e.to_string()))?;
-                let warnings = cfg.warnings.clone();
-                let mut result = if dry_run {
-                    let report = st.services.dry_run(&cfg).map_err(internal)?;
-                    ApplyResult::from_report(&report, true)
+                let path = Path::new(&path);
+                let (cfg, report) = if dry_run {
+                    st.dry_run_file(path).map_err(change_error)?
                 } else {
-                    let report = st.apply(cfg.clone()).map_err(|e| internal(format!("{e:#}")))?;
-                    if st.config_path.is_none() {
-                        st.config_path = Some(PathBuf::from(&path));
-                    }
-                    ApplyResult::from_report(&report, false)
+                    let report = st.apply_file(path).map_err(change_error)?;
+                    let cfg = st
+                        .config
+                        .clone()
+                        .ok_or_else(|| internal("no configuration after apply"))?;
+                    (cfg, report)
                 };
-                result.warnings = warnings;
-                // Live flows a change touches: entries on backends the new configuration
-                // no longer has (they re-hash); flows on surviving backends stay put.
-                let flows = st.dp.flow_counts().map_err(internal)?;
-                for v in &mut result.vips {
-                    if let Some((vip_id, _)) = st.services.vip(&v.name) {
-                        let kept: Vec<u32> = cfg
-                            .vip(&v.name)
-                            .and_then(|vip| cfg.group_of(vip))
-                            .map(|g| {
-                                g.targets
-                                    .iter()
-                                    .filter_map(|t| st.services.backend_id(&g.name, t.address))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        let touched = flows
-                            .iter()
-                            .filter(|((vid, bid), _)| *vid == vip_id && !kept.contains(bid))
-                            .map(|(_, n)| *n)
-                            .sum();
-                        v.flows_touched = Some(touched);
-                    }
-                }
+                let mut result = ApplyResult::from_report(&report, dry_run);
+                result.warnings = cfg.warnings.clone();
+                flows_touched(&st, &cfg, &mut result)?;
                 json(result)
             }
+            Command::VipAdd {
+                name,
+                address,
+                port,
+                proto,
+                target_group,
+                mode,
+                gue_port,
+                hash,
+                ring_size,
+            } => {
+                let what = format!("vip add {name}");
+                let vip = NewVip {
+                    name,
+                    address,
+                    port,
+                    protocol: match proto {
+                        Proto::Tcp => crate::config::Protocol::Tcp,
+                        Proto::Udp => crate::config::Protocol::Udp,
+                    },
+                    target_group,
+                    mode,
+                    gue_port,
+                    hash,
+                    ring_size,
+                    fragments: None,
+                };
+                edit_result(&mut st, &what, |d| d.add_vip(vip))
+            }
+            Command::VipRemove { name } => {
+                edit_result(&mut st, &format!("vip remove {name}"), |d| {
+                    d.remove_vip(&name)
+                })
+            }
+            Command::BackendAdd {
+                group,
+                address,
+                weight,
+            } => edit_result(
+                &mut st,
+                &format!("backend add {group} {address} weight {weight}"),
+                |d| d.add_target(&group, address, Some(weight)),
+            ),
+            Command::BackendRemove { group, address } => {
+                edit_result(&mut st, &format!("backend remove {group} {address}"), |d| {
+                    d.remove_target(&group, address)
+                })
+            }
+            Command::BackendSetWeight {
+                group,
+                address,
+                weight,
+            } => edit_result(
+                &mut st,
+                &format!("backend set-weight {group} {address} {weight}"),
+                |d| d.set_weight(&group, address, weight),
+            ),
+            Command::BackendDrain { group, address } => {
+                let key = TargetKey::new(&group, address);
+                let changed = st.set_drained(&key, true).map_err(change_error)?;
+                json(backend_change(&st, &key, changed)?)
+            }
+            Command::BackendUndrain { group, address } => {
+                let key = TargetKey::new(&group, address);
+                let changed = st.set_drained(&key, false).map_err(change_error)?;
+                json(backend_change(&st, &key, changed)?)
+            }
+            Command::ConfigShow => json(ConfigInfo {
+                toml: st.draft.as_ref().map(|d| d.to_toml()).unwrap_or_default(),
+                source: st.source.as_ref().map(|s| s.path.display().to_string()),
+                edited: st.edited,
+            }),
             Command::Stats => Ok(counters_json(&st.dp.counters().map_err(internal)?)),
             Command::Down => {
                 info!("ctl down: the data plane is removed and the agent exits");
                 self.down.notify_one();
                 json(serde_json::json!({ "down": st.iface }))
             }
-            other => Err(ErrorBody::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "`{}` is not supported yet: edit the configuration file and `lb-agent ctl apply` it",
-                    other.name()
-                ),
-            )),
         }
     }
+}
+
+/// A refused change as an error reply: what was wrong, in the operator's terms.
+fn change_error(e: ChangeError) -> ErrorBody {
+    use crate::config::EditError;
+    let code = match &e {
+        ChangeError::Edit(EditError::NotFound(_))
+        | ChangeError::Lifecycle(lifecycle::LifecycleError::NotFound(_))
+        | ChangeError::NoConfig => ErrorCode::NotFound,
+        ChangeError::Edit(EditError::Exists(_))
+        | ChangeError::Lifecycle(lifecycle::LifecycleError::Deregistering(_)) => {
+            ErrorCode::Conflict
+        }
+        ChangeError::Edit(EditError::Invalid(_)) | ChangeError::Config(_) => {
+            ErrorCode::InvalidConfig
+        }
+        ChangeError::Apply(_) => ErrorCode::Internal,
+    };
+    ErrorBody::new(code, e.to_string())
+}
+
+/// Applies a runtime edit and answers like `apply`: per VIP, what moved.
+fn edit_result(
+    st: &mut AgentState,
+    what: &str,
+    f: impl FnOnce(&mut crate::config::Draft) -> Result<crate::config::Config, crate::config::EditError>,
+) -> Result<Value, ErrorBody> {
+    let report = st.edit(what, f).map_err(change_error)?;
+    let cfg = st
+        .config
+        .clone()
+        .ok_or_else(|| internal("no configuration after an edit"))?;
+    let mut result = ApplyResult::from_report(&report, false);
+    result.warnings = cfg.warnings.clone();
+    flows_touched(st, &cfg, &mut result)?;
+    json(result)
+}
+
+/// Fills in, per VIP, the live flows a change touches: entries on backends the new
+/// configuration no longer has (they re-hash); flows on surviving backends stay put.
+fn flows_touched(
+    st: &AgentState,
+    cfg: &crate::config::Config,
+    result: &mut ApplyResult,
+) -> Result<(), ErrorBody> {
+    let flows = st.dp.flow_counts().map_err(internal)?;
+    for v in &mut result.vips {
+        if let Some((vip_id, _)) = st.services.vip(&v.name) {
+            let kept: Vec<u32> = cfg
+                .vip(&v.name)
+                .and_then(|vip| cfg.group_of(vip))
+                .map(|g| {
+                    g.targets
+                        .iter()
+                        .filter_map(|t| st.services.backend_id(&g.name, t.address))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let touched = flows
+                .iter()
+                .filter(|((vid, bid), _)| *vid == vip_id && !kept.contains(bid))
+                .map(|(_, n)| *n)
+                .sum();
+            v.flows_touched = Some(touched);
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a drain or undrain: the target as `backend_list` shows it.
+fn backend_change(st: &AgentState, key: &TargetKey, changed: bool) -> Result<Value, ErrorBody> {
+    let flows = st.dp.flow_counts().map_err(internal)?;
+    let info = backend_infos(st, &flows)
+        .into_iter()
+        .find(|b| b.group == key.group && b.address == Some(key.address))
+        .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no target {key}")))?;
+    Ok(serde_json::json!({ "changed": changed, "backend": info }))
 }
 
 fn vip_infos(st: &AgentState, with_backends: bool) -> Result<Vec<VipInfo>, ErrorBody> {
@@ -356,38 +346,54 @@ fn vip_infos(st: &AgentState, with_backends: bool) -> Result<Vec<VipInfo>, Error
         .collect())
 }
 
+/// Every target the lifecycle knows (registered ones in configuration order, then those
+/// still draining after deregistration), with its state.
 fn backend_infos(st: &AgentState, flows: &HashMap<(u32, u32), u64>) -> Vec<BackendInfo> {
     let Some(cfg) = &st.config else {
         return Vec::new();
     };
-    cfg.target_groups
+    let now = lifecycle::now_ms();
+    let mut keys: Vec<TargetKey> = cfg
+        .target_groups
         .iter()
-        .flat_map(|g| {
-            g.targets.iter().map(|t| {
-                let id = st.services.backend_id(&g.name, t.address);
-                BackendInfo {
-                    group: g.name.clone(),
-                    address: Some(t.address),
-                    weight: t.weight,
-                    // Health checking arrives with the lifecycle work; until then a target
-                    // is either taking new flows or quiesced by weight 0.
-                    state: if t.weight == 0 {
-                        "quiesced"
-                    } else {
-                        "registered"
-                    }
-                    .into(),
-                    backend_id: id,
-                    flows: id.map(|id| {
-                        flows
-                            .iter()
-                            .filter(|((_, b), _)| *b == id)
-                            .map(|(_, n)| *n)
-                            .sum()
-                    }),
-                    slots: None,
-                }
-            })
+        .flat_map(|g| g.targets.iter().map(|t| TargetKey::new(&g.name, t.address)))
+        .collect();
+    keys.extend(
+        st.lifecycle
+            .targets()
+            .filter(|(_, l)| !l.registered)
+            .map(|(k, _)| k.clone()),
+    );
+    keys.into_iter()
+        .map(|key| {
+            let id = st.services.backend_id(&key.group, key.address);
+            let life = st.lifecycle.get(&key);
+            let view = st.lifecycle.view(&key, now, &st.failing_open);
+            BackendInfo {
+                group: key.group.clone(),
+                address: Some(key.address),
+                weight: life.map_or(0, |l| l.configured_weight),
+                state: view.as_ref().map_or("unused", |v| v.state.as_str()).into(),
+                reason: view.as_ref().and_then(|v| v.reason.clone()),
+                detail: view.as_ref().map(|v| v.detail.clone()).unwrap_or_default(),
+                effective_weight: view
+                    .as_ref()
+                    .map_or(0.0, |v| f64::from(v.ring_weight) / 1000.0),
+                remaining_secs: view
+                    .as_ref()
+                    .and_then(|v| v.remaining_ms)
+                    .map(|ms| ms.div_ceil(1000)),
+                fail_open: view.as_ref().is_some_and(|v| v.fail_open),
+                backend_id: id,
+                flows: id.map(|id| {
+                    flows
+                        .iter()
+                        .filter(|((_, b), _)| *b == id)
+                        .map(|(_, n)| *n)
+                        .sum()
+                }),
+                slots: None,
+            }
         })
         .collect()
 }

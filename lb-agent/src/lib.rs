@@ -3,8 +3,11 @@
 
 pub mod admin;
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod health;
+pub mod lifecycle;
 pub mod maglev;
 pub mod object;
 pub mod services;

@@ -1,16 +1,22 @@
 //! `lb-agent`: loads lb's XDP data plane onto an interface and owns it while it runs.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser as _;
 use std::sync::{Arc, Mutex};
 
 use lb_agent::{
     admin,
-    agent::{Agent, AgentState, StateFile},
-    config,
+    agent::{Agent, AgentState, SavedAgent, Source, StateFile},
+    cli::{Cli, Command, Mode},
+    config::{Config, Draft},
     dataplane::{self, decap::DecapPlane, AttachMode, Counters, Dataplane, LoadOptions, PinLayout},
+    lifecycle::Lifecycle,
     object,
     services::Services,
 };
@@ -21,88 +27,6 @@ use tokio::{
     sync::Notify,
 };
 use tracing::{error, info, warn};
-
-/// lb's agent: loads and owns the XDP load-balancer data plane.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Load the data plane, attach it to an interface, and run until SIGINT/SIGTERM.
-    ///
-    /// The program, its maps (flow table and counters included) and its link are pinned
-    /// under /sys/fs/bpf/lb/<iface>: stopping or killing the agent never stops forwarding,
-    /// and the next `run` adopts them (replacing the program atomically, which is also
-    /// how an upgrade to a new object happens). `lb-agent down` removes it all.
-    /// With --ephemeral nothing is pinned and stopping the agent detaches the program.
-    Run {
-        /// Interface to attach to (the load balancer's ingress).
-        #[arg(long)]
-        iface: String,
-        /// XDP attach mode. Native runs in the driver; generic is slow and for testing.
-        #[arg(long, value_enum, default_value_t = Mode::Native)]
-        xdp_mode: Mode,
-        /// Pin nothing; detach when the agent stops (for trying things out).
-        #[arg(long)]
-        ephemeral: bool,
-        /// Load this eBPF object instead of the one embedded at build time.
-        #[arg(long)]
-        bpf_object: Option<PathBuf>,
-        /// Seconds between counter summaries in the log (0 turns them off).
-        #[arg(long, default_value_t = 10)]
-        stats_interval: u64,
-        /// Configuration file (VIPs, target groups; see examples/lb.toml). Applied at
-        /// start; SIGHUP re-reads it, and an invalid file leaves the running one in place.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Admin socket for `lb-agent ctl` [default: /run/lb/admin.sock, or
-        /// /run/lb/netns-<name>/admin.sock in a named network namespace].
-        #[arg(long, value_name = "PATH")]
-        admin_socket: Option<PathBuf>,
-        /// Let this group use the admin socket too (mode 0660 instead of 0600).
-        #[arg(long, value_name = "GROUP")]
-        admin_group: Option<String>,
-    },
-    /// Talk to the running agent through its admin socket (status, VIPs, backends,
-    /// "which backend for this flow?", apply with --dry-run, counters, down).
-    Ctl(lb_agent::admin::ctl::CtlArgs),
-    /// Backend side: strip lb's tunnels (IPIP, IP6IP6, 4in6, 6in4, GUE) addressed to this
-    /// host, for kernels without the ipip / fou modules. Runs until SIGINT/SIGTERM.
-    ///
-    /// Also gives a veth backend the XDP receive path that frames redirected by lb need.
-    Decap {
-        /// The backend's interface facing the load balancer.
-        #[arg(long)]
-        iface: String,
-        /// Outer destination addresses to decapsulate for (this host's addresses that
-        /// lb tunnels to). Repeat for several.
-        #[arg(long = "address", required = true)]
-        addresses: Vec<std::net::IpAddr>,
-        /// Accept GUE on this UDP port.
-        #[arg(long)]
-        gue_port: Option<u16>,
-        #[arg(long, value_enum, default_value_t = Mode::Native)]
-        xdp_mode: Mode,
-        /// Load this eBPF object instead of the one embedded at build time.
-        #[arg(long)]
-        bpf_object: Option<PathBuf>,
-    },
-    /// Remove persisted state for an interface: detach the program and unpin its maps.
-    Down {
-        #[arg(long)]
-        iface: String,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    Native,
-    Generic,
-}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -119,6 +43,7 @@ fn main() -> ExitCode {
             iface,
             xdp_mode,
             ephemeral,
+            reset,
             bpf_object,
             stats_interval,
             config,
@@ -128,6 +53,7 @@ fn main() -> ExitCode {
             iface,
             mode: xdp_mode,
             ephemeral,
+            reset,
             bpf_object,
             stats_interval,
             config_path: config,
@@ -135,6 +61,10 @@ fn main() -> ExitCode {
             admin_group,
         }),
         Command::Ctl(args) => lb_agent::admin::ctl::run_ctl(args),
+        Command::Completions { shell } => {
+            lb_agent::cli::write_completions(shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
         Command::Decap {
             iface,
             addresses,
@@ -157,6 +87,7 @@ struct RunArgs {
     iface: String,
     mode: Mode,
     ephemeral: bool,
+    reset: bool,
     bpf_object: Option<PathBuf>,
     stats_interval: u64,
     config_path: Option<PathBuf>,
@@ -169,6 +100,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         iface,
         mode,
         ephemeral,
+        reset,
         bpf_object,
         stats_interval,
         config_path,
@@ -178,63 +110,75 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let iface = iface.as_str();
     // Read and validate the configuration before touching the kernel: a bad file stops
     // the agent with the reason and changes nothing.
-    let cfg = config_path
+    let file = config_path
         .as_deref()
-        .map(config::load)
+        .map(read_config)
         .transpose()
         .context("reading the configuration")?;
+    let layout = PinLayout::for_interface(iface);
+    let state = StateFile::for_interface(iface);
+    if reset {
+        // Only after the configuration was accepted: a typo never costs the flow table.
+        state.remove()?;
+        if dataplane::down(iface)? {
+            warn!(
+                iface,
+                "--reset: removed the previous agent's data plane, flow table and counters"
+            );
+        }
+    }
+    let saved = if ephemeral { None } else { state.load()? };
+    let start = starting_config(file, saved.as_ref());
     let bytes = object::load_bytes(bpf_object.as_deref())?;
     let options = LoadOptions {
-        flow_entries: cfg
+        flow_entries: start
             .as_ref()
-            .map_or(LoadOptions::default().flow_entries, |c| {
-                c.agent.flow_table_entries
+            .map_or(LoadOptions::default().flow_entries, |s| {
+                s.config.agent.flow_table_entries
             }),
     };
     let mode = match mode {
         Mode::Native => AttachMode::Native,
         Mode::Generic => AttachMode::Generic,
     };
-    let layout = PinLayout::for_interface(iface);
-    let state = StateFile::for_interface(iface);
-    let (mut dp, services) = if ephemeral {
+    let (mut dp, services, lifecycle) = if ephemeral {
         let dp = Dataplane::load_with(&bytes, &options).context("loading the data plane")?;
-        (dp, Services::new())
+        (dp, Services::new(), Lifecycle::new())
     } else {
         let (dp, adopted) = Dataplane::load_pinned(&bytes, &options, &layout)
             .context("loading the data plane (pinned)")?;
-        let services = if adopted {
-            match state.load()? {
-                Some(saved) => {
-                    info!(path = %state.path.display(), "continuing the previous agent's VIP and backend ids");
-                    Services::restore(&saved)
-                }
-                None => {
-                    warn!("pinned maps found but no saved ids: VIP ids may change and flows re-hash once");
-                    Services::new()
-                }
+        match (adopted, &saved) {
+            (true, Some(saved)) => {
+                info!(path = %state.path.display(), "continuing the previous agent's ids, target health and drains");
+                (
+                    dp,
+                    Services::restore(&saved.services),
+                    Lifecycle::restore(&saved.lifecycle),
+                )
             }
-        } else {
-            Services::new()
-        };
-        (dp, services)
+            (true, None) => {
+                warn!(
+                    "pinned maps found but no saved ids: VIP ids may change and flows re-hash once"
+                );
+                (dp, Services::new(), Lifecycle::new())
+            }
+            (false, _) => (dp, Services::new(), Lifecycle::new()),
+        }
     };
     dataplane::enable_forwarding(iface)?;
     allow_egress(&mut dp)?;
-    let mut st = AgentState {
+    let mut st = AgentState::new(
         dp,
         services,
-        config: None,
-        config_path: config_path.clone(),
-        state_file: (!ephemeral).then_some(state),
-        iface: iface.to_owned(),
-        xdp_mode: format!("{mode:?}").to_lowercase(),
-        started: std::time::Instant::now(),
-    };
+        lifecycle,
+        iface,
+        &format!("{mode:?}").to_lowercase(),
+        (!ephemeral).then_some(state),
+    );
     // Configure before attaching (or swapping in) the program: its first packet already
     // sees every VIP.
-    if let Some(cfg) = cfg {
-        st.apply(cfg)?;
+    if let Some(start) = start {
+        st.install(start.draft, start.config, start.source, start.edited)?;
     }
     if ephemeral {
         st.dp
@@ -306,6 +250,96 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A configuration file read and validated, with its text.
+struct FileConfig {
+    draft: Draft,
+    config: Config,
+    source: Source,
+}
+
+fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    let draft = Draft::parse(&text)
+        .and_then(|d| d.validate().map(|c| (d, c)))
+        .map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()));
+    let (draft, config) = draft?;
+    Ok(FileConfig {
+        draft,
+        config,
+        source: Source {
+            path: path.to_owned(),
+            text,
+        },
+    })
+}
+
+/// The configuration an agent starts with.
+struct Start {
+    draft: Draft,
+    config: Config,
+    source: Option<Source>,
+    edited: bool,
+}
+
+/// The previous agent's running configuration (with its runtime edits) while the file
+/// it came from is unchanged; otherwise the file; without a file, whatever the previous
+/// agent ran.
+fn starting_config(file: Option<FileConfig>, saved: Option<&SavedAgent>) -> Option<Start> {
+    let previous = saved.and_then(|s| {
+        let text = s.running_config.as_ref()?;
+        match Draft::parse(text).and_then(|d| d.validate().map(|c| (d, c))) {
+            Ok((draft, config)) => Some((draft, config, s.source.clone(), s.edited)),
+            Err(e) => {
+                warn!("the previous agent's running configuration is not usable, ignoring it: {e}");
+                None
+            }
+        }
+    });
+    match (file, previous) {
+        (Some(f), Some((draft, config, Some(src), edited)))
+            if src.path == f.source.path && src.text == f.source.text =>
+        {
+            if edited {
+                info!(path = %src.path.display(), "continuing the previous agent's runtime edits (the file is unchanged)");
+            }
+            Some(Start {
+                draft,
+                config,
+                source: Some(Source {
+                    path: src.path,
+                    text: src.text,
+                }),
+                edited,
+            })
+        }
+        (Some(f), previous) => {
+            if previous.is_some_and(|p| p.3) {
+                warn!(path = %f.source.path.display(), "the configuration file changed since the last agent: its runtime edits are discarded");
+            }
+            Some(Start {
+                draft: f.draft,
+                config: f.config,
+                source: Some(f.source),
+                edited: false,
+            })
+        }
+        (None, Some((draft, config, src, edited))) => {
+            info!("no --config: continuing the previous agent's running configuration");
+            Some(Start {
+                draft,
+                config,
+                source: src.map(|s| Source {
+                    path: s.path,
+                    text: s.text,
+                }),
+                edited,
+            })
+        }
+        (None, None) => None,
+    }
+}
+
 /// `/run/lb/admin.sock`, or `/run/lb/netns-<name>/admin.sock` in a named namespace.
 fn default_admin_socket(iface: &str) -> PathBuf {
     let scope = dataplane::scope(iface);
@@ -345,6 +379,10 @@ async fn serve(
     let period = Duration::from_secs(stats_interval.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let down = agent.down.clone();
+    // The lifecycle's clock: deregistration delays, unhealthy draining intervals and
+    // slow-start steps end on time.
+    let mut lifecycle_tick = tokio::time::interval(Duration::from_secs(1));
+    lifecycle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = loop {
         tokio::select! {
             _ = term.recv() => break Stop::Signal("SIGTERM"),
@@ -353,6 +391,14 @@ async fn serve(
             _ = hup.recv() => match agent.state.lock() {
                 Ok(mut st) => st.reload(),
                 Err(_) => error!("agent state poisoned; reload skipped"),
+            },
+            _ = lifecycle_tick.tick() => match agent.state.lock() {
+                Ok(mut st) => {
+                    if let Err(e) = st.reconcile() {
+                        error!("updating the data plane for the backend lifecycle: {e:#}");
+                    }
+                }
+                Err(_) => error!("agent state poisoned; lifecycle skipped"),
             },
             _ = ticker.tick(), if stats_interval > 0 => match agent.state.lock() {
                 Ok(st) => log_counters(&st.dp.counters()?),

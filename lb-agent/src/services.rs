@@ -144,6 +144,38 @@ pub struct VipChange {
     pub backends: usize,
 }
 
+/// How the backend lifecycle wants one target served (see `crate::lifecycle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetServing {
+    /// Its weight in the ring, in thousandths of a configured weight unit: a target at
+    /// full weight `w` has `1000·w`; slow start and agent-check percentages scale it; 0 takes
+    /// no new flows. Maglev shares depend only on the ratios, so the common factor changes
+    /// nothing for targets at full weight.
+    pub ring_weight: u32,
+    /// Whether flows already pinned to it in the flow table stay there. `false` clears its
+    /// backend slot: such flows re-hash onto the ring (which must not contain it).
+    pub keeps_flows: bool,
+}
+
+/// Per-target serving decisions; a target not listed is served as configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Serving {
+    pub targets: BTreeMap<(String, IpAddr), TargetServing>,
+}
+
+impl Serving {
+    /// How `address` of `group`, configured with `weight`, is served.
+    pub fn of(&self, group: &str, address: IpAddr, weight: u16) -> TargetServing {
+        self.targets
+            .get(&(group.to_owned(), address))
+            .copied()
+            .unwrap_or(TargetServing {
+                ring_weight: u32::from(weight) * 1000,
+                keeps_flows: true,
+            })
+    }
+}
+
 /// What an apply did (or, for a dry run, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -260,7 +292,16 @@ impl Services {
 
     /// What [`Services::apply`] would do, without writing anything.
     pub fn dry_run(&self, cfg: &Config) -> Result<ApplyReport, ApplyError> {
-        Ok(self.plan(cfg)?.1)
+        self.dry_run_serving(cfg, &Serving::default())
+    }
+
+    /// [`Services::dry_run`] with the lifecycle's serving decisions.
+    pub fn dry_run_serving(
+        &self,
+        cfg: &Config,
+        serving: &Serving,
+    ) -> Result<ApplyReport, ApplyError> {
+        Ok(self.plan(cfg, serving)?.1)
     }
 
     /// Makes the data plane serve `cfg`. On error, what was written so far stays (every
@@ -271,9 +312,26 @@ impl Services {
         cfg: &Config,
         dp: &mut impl DataplaneOps,
     ) -> Result<ApplyReport, ApplyError> {
-        let (plan, report) = self.plan(cfg)?;
+        self.apply_serving(cfg, &Serving::default(), dp)
+    }
+
+    /// [`Services::apply`] with the lifecycle's serving decisions: ring weights and which
+    /// targets keep their established flows.
+    pub fn apply_serving(
+        &mut self,
+        cfg: &Config,
+        serving: &Serving,
+        dp: &mut impl DataplaneOps,
+    ) -> Result<ApplyReport, ApplyError> {
+        let (plan, report) = self.plan(cfg, serving)?;
         dp.set_config(&plan.config)?;
-        for (id, backend) in &plan.new_backends {
+        // Slots a ring will point at are written before the rings; slots losing IN_USE
+        // (their flows must move) only after, when no ring points at them any more.
+        let (live, cleared): (Vec<_>, Vec<_>) = plan
+            .new_backends
+            .iter()
+            .partition(|(_, b)| b.flags & backend_flags::IN_USE != 0);
+        for (id, backend) in &live {
             dp.set_backend(id.0, backend)?;
         }
         for (name, vip) in &plan.vips {
@@ -302,6 +360,9 @@ impl Services {
                     dp.remove_vip(&frag)?;
                 }
             }
+        }
+        for (id, backend) in &cleared {
+            dp.set_backend(id.0, backend)?;
         }
         for id in &plan.dropped_backends {
             dp.set_backend(id.0, &Backend::default())?;
@@ -333,7 +394,7 @@ impl Services {
         Ok(report)
     }
 
-    fn plan(&self, cfg: &Config) -> Result<(Plan, ApplyReport), ApplyError> {
+    fn plan(&self, cfg: &Config, serving: &Serving) -> Result<(Plan, ApplyReport), ApplyError> {
         let mut report = ApplyReport::default();
         // Backend ids: keep existing ones, allocate for new targets.
         let mut backend_ids = BTreeMap::new();
@@ -357,12 +418,17 @@ impl Services {
                     }
                 };
                 let (addr, family) = addr16(target.address);
+                let keeps = serving
+                    .of(&group.name, target.address, target.weight)
+                    .keeps_flows;
                 new_backends.push((
                     id,
                     Backend {
                         addr,
                         family,
-                        flags: backend_flags::IN_USE,
+                        // A cleared slot keeps the id reserved but sends its flows back
+                        // to the ring.
+                        flags: if keeps { backend_flags::IN_USE } else { 0 },
                         _pad: [0; 2],
                     },
                 ));
@@ -402,11 +468,19 @@ impl Services {
                     g.targets
                         .iter()
                         .filter_map(|t| {
+                            let serve = serving.of(&g.name, t.address, t.weight);
+                            // A slot without IN_USE must never be in a ring: packets
+                            // hashed to it would be dropped.
+                            let weight = if serve.keeps_flows {
+                                serve.ring_weight
+                            } else {
+                                0
+                            };
                             backend_ids.get(&(g.name.clone(), t.address)).map(|id| {
                                 maglev::Backend::new(
                                     id.0,
                                     t.address.to_string().into_bytes(),
-                                    u32::from(t.weight),
+                                    weight,
                                 )
                             })
                         })
@@ -498,6 +572,15 @@ mod tests {
             Ok(())
         }
         fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), DataplaneError> {
+            // A slot is never cleared while a ring still points at it.
+            if b.flags & backend_flags::IN_USE == 0 {
+                for (vip, ring) in &self.rings {
+                    assert!(
+                        !ring.contains(&id),
+                        "backend {id} cleared while the ring of VIP {vip} points at it"
+                    );
+                }
+            }
             self.backends.insert(id, *b);
             self.log.push(format!("backend {id}"));
             Ok(())
@@ -567,6 +650,51 @@ mod tests {
         [[target_group.target]]
         address = "198.18.13.2"
     "#;
+
+    #[test]
+    fn serving_decisions_scale_weights_and_clear_slots_after_the_rings() {
+        let mut s = Services::new();
+        let mut dp = Fake::default();
+        s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        let plain = s.fingerprints();
+        // A common factor on every weight changes no ring.
+        let a: IpAddr = "198.18.11.2".parse().expect("ip");
+        let mut serving = Serving::default();
+        for t in ["198.18.11.2", "198.18.12.2", "198.18.13.2"] {
+            serving.targets.insert(
+                ("web".into(), t.parse().expect("ip")),
+                TargetServing {
+                    ring_weight: 7,
+                    keeps_flows: true,
+                },
+            );
+        }
+        let report = s
+            .apply_serving(&cfg(TWO_VIPS), &serving, &mut dp)
+            .expect("apply");
+        assert_eq!(report.changed.len(), 0);
+        assert_eq!(s.fingerprints(), plain);
+        // One target stops keeping its flows: out of every ring, its slot cleared (after
+        // the rings, which the fake checks), its id kept.
+        let id = s.backend_id("web", a).expect("id");
+        serving.targets.insert(
+            ("web".into(), a),
+            TargetServing {
+                ring_weight: 7,
+                keeps_flows: false,
+            },
+        );
+        s.apply_serving(&cfg(TWO_VIPS), &serving, &mut dp)
+            .expect("apply");
+        assert!(dp.rings.values().all(|r| !r.contains(&id)));
+        assert_eq!(dp.backends[&id].flags & backend_flags::IN_USE, 0);
+        assert_eq!(s.backend_id("web", a), Some(id));
+        // And back: the slot is in use before any ring points at it again.
+        s.apply_serving(&cfg(TWO_VIPS), &Serving::default(), &mut dp)
+            .expect("apply");
+        assert!(dp.rings.values().all(|r| r.contains(&id)));
+        assert_eq!(s.fingerprints(), plain);
+    }
 
     #[test]
     fn first_apply_installs_everything_in_a_safe_order() {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use super::{
@@ -90,10 +90,15 @@ pub enum CtlCommand {
     },
     /// Data-plane counters: verdicts, traffic classes, drop reasons, events.
     Stats,
+    /// Print the running configuration as TOML: the file plus every runtime edit
+    /// (`vip add`, `backend set-weight`, …). Save it to keep the edits: the next
+    /// `apply` or SIGHUP replaces the running configuration with the file.
+    Config,
     /// Stop the agent. Without --persist it detaches the data plane: traffic to the VIPs
     /// is no longer load-balanced.
     Down,
-    /// Print a shell completion script for `lb-agent ctl`, e.g.
+    /// Print a shell completion script for the whole `lb-agent` command line (the same
+    /// as `lb-agent completions`), e.g.
     /// `lb-agent ctl completions bash > /etc/bash_completion.d/lb-agent`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -126,9 +131,18 @@ pub enum VipCommand {
         /// The target group whose backends serve it.
         #[arg(long)]
         target_group: String,
-        /// dr, tunnel or gue (the agent's default when omitted).
+        /// dr, tunnel or gue [default: dr].
         #[arg(long)]
         mode: Option<String>,
+        /// The targets' GUE port (required with --mode gue).
+        #[arg(long)]
+        gue_port: Option<u16>,
+        /// five-tuple, source-ip or source-ip-dest-port [default: five-tuple].
+        #[arg(long)]
+        hash: Option<String>,
+        /// Maglev ring size, a supported prime [default: 65537].
+        #[arg(long)]
+        ring_size: Option<u32>,
     },
     /// Remove a VIP: its packets are passed to the host unchanged from then on.
     Remove { name: String },
@@ -187,6 +201,9 @@ impl CtlCommand {
                 proto,
                 target_group,
                 mode,
+                gue_port,
+                hash,
+                ring_size,
             }) => Command::VipAdd {
                 name,
                 address,
@@ -194,6 +211,9 @@ impl CtlCommand {
                 proto,
                 target_group,
                 mode,
+                gue_port,
+                hash,
+                ring_size,
             },
             CtlCommand::Vip(VipCommand::Remove { name }) => Command::VipRemove { name },
             CtlCommand::Backend(b) => match b {
@@ -248,6 +268,7 @@ impl CtlCommand {
                 }
             }
             CtlCommand::Stats => Command::Stats,
+            CtlCommand::Config => Command::ConfigShow,
             CtlCommand::Down => Command::Down,
             CtlCommand::Completions { .. } => return Ok(None),
         }))
@@ -277,18 +298,9 @@ pub fn render(cmd: &CtlCommand, result: &Value) -> String {
         ),
         CtlCommand::Apply { .. } => table::apply(result),
         CtlCommand::Stats => table::stats(result),
+        CtlCommand::Config => table::config(result),
         _ => table::done(result),
     }
-}
-
-/// Writes a completion script for `lb-agent ctl …` to `out`.
-pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
-    let mut cmd = clap::Command::new("lb-agent").subcommand(
-        CtlCli::command()
-            .name("ctl")
-            .about("Talk to a running lb-agent"),
-    );
-    clap_complete::generate(shell, &mut cmd, "lb-agent", out);
 }
 
 /// Runs one `ctl` command: prints the result to stdout, returns an error (already
@@ -302,7 +314,7 @@ pub fn run_ctl(args: CtlArgs) -> anyhow::Result<()> {
 /// [`run_ctl`] writing to `out`.
 pub fn run_ctl_to(args: &CtlArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     if let CtlCommand::Completions { shell } = &args.command {
-        write_completions(*shell, out);
+        crate::cli::write_completions(*shell, out);
         return Ok(());
     }
     let Some(request) = args.command.to_request()? else {
@@ -345,6 +357,7 @@ mod tests {
         protocol::ErrorCode,
         tests::{Running, TempDir},
     };
+    use clap::CommandFactory as _;
 
     fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
         let mut v = vec!["ctl"];
@@ -394,7 +407,10 @@ mod tests {
                 port: 80,
                 proto: Proto::Tcp,
                 target_group: g(),
-                mode: None
+                mode: None,
+                gue_port: None,
+                hash: None,
+                ring_size: None,
             }
         );
         assert_eq!(

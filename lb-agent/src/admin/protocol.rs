@@ -19,7 +19,7 @@
 //! stays usable. When the id of a bad request cannot be read, the response carries id 0.
 //!
 //! Error codes ([`ErrorCode`]): `bad_request`, `unknown_command`, `version`, `too_long`,
-//! `forbidden`, `not_found`, `invalid_config`, `unsupported`, `internal`.
+//! `forbidden`, `not_found`, `conflict`, `invalid_config`, `unsupported`, `internal`.
 //!
 //! The full description with examples is `docs/admin-protocol.md`.
 
@@ -100,8 +100,17 @@ pub enum Command {
         port: u16,
         proto: Proto,
         target_group: String,
+        /// `dr`, `tunnel` or `gue`; the configuration's default when omitted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<String>,
+        /// Required with mode `gue`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gue_port: Option<u16>,
+        /// `five-tuple`, `source-ip` or `source-ip-dest-port`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ring_size: Option<u32>,
     },
     /// Remove a VIP.
     VipRemove { name: String },
@@ -145,6 +154,8 @@ pub enum Command {
     },
     /// Data-plane counters.
     Stats,
+    /// The running configuration as TOML (the file plus runtime edits).
+    ConfigShow,
     /// Stop the agent (detaching the data plane unless it was started with --persist).
     Down,
 }
@@ -165,6 +176,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "flow",
     "apply",
     "stats",
+    "config_show",
     "down",
 ];
 
@@ -186,6 +198,7 @@ impl Command {
             Command::Flow { .. } => "flow",
             Command::Apply { .. } => "apply",
             Command::Stats => "stats",
+            Command::ConfigShow => "config_show",
             Command::Down => "down",
         }
     }
@@ -198,7 +211,8 @@ impl Command {
             | Command::VipShow { .. }
             | Command::BackendList { .. }
             | Command::Flow { .. }
-            | Command::Stats => false,
+            | Command::Stats
+            | Command::ConfigShow => false,
             Command::Apply { dry_run, .. } => !dry_run,
             Command::VipAdd { .. }
             | Command::VipRemove { .. }
@@ -228,6 +242,9 @@ pub enum ErrorCode {
     Forbidden,
     /// The named VIP, target group or backend does not exist.
     NotFound,
+    /// The change contradicts the current state: the VIP or backend already exists, or
+    /// the backend is being deregistered.
+    Conflict,
     /// The configuration (file or resulting change) does not validate.
     InvalidConfig,
     /// The agent does not (yet) support this command.
@@ -245,6 +262,7 @@ impl ErrorCode {
             ErrorCode::TooLong => "too_long",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::InvalidConfig => "invalid_config",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Internal => "internal",
@@ -434,6 +452,11 @@ pub struct StatusInfo {
     pub config: Option<String>,
     pub vips: usize,
     pub backends: usize,
+    /// The running `lb_xdp` program: `{"id": 123, "tag": "<16 hex digits>", "name":
+    /// "lb_xdp"}`. The id changes at every start, the tag only with a different object
+    /// (an upgrade). Absent when the agent cannot read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<crate::dataplane::ProgramInfo>,
 }
 
 /// One entry of `vip_list` (`{"vips": [...]}`), and `vip_show`'s result (with backends).
@@ -461,14 +484,43 @@ pub struct VipInfo {
 pub struct BackendInfo {
     pub group: String,
     pub address: Option<IpAddr>,
+    /// The configured weight.
     pub weight: u16,
-    /// `active`, `draining`, `down`, ...
+    /// NLB's target state: `initial`, `healthy`, `unhealthy`, `unhealthy.draining`,
+    /// `draining`, `unused`.
     pub state: String,
+    /// NLB's reason code (`Target.Timeout`, `Target.DeregistrationInProgress`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last health check's result in words.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// The weight new flows see now: configured weight × slow-start ramp × the target's
+    /// own reported percentage; 0 when it takes no new flows.
+    pub effective_weight: f64,
+    /// Seconds left of a drain, an unhealthy draining interval or a slow-start ramp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_secs: Option<u64>,
+    /// It takes flows only because its whole group is unhealthy (fail open).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
     pub backend_id: Option<u32>,
     /// Flow-table entries pointing at this backend, when known.
     pub flows: Option<u64>,
     /// Ring slots this backend owns, summed over VIPs, when known.
     pub slots: Option<u64>,
+}
+
+/// `config_show` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConfigInfo {
+    /// The running configuration as TOML.
+    pub toml: String,
+    /// The file it was read from, if any.
+    pub source: Option<String>,
+    /// Whether runtime edits (`vip_add`, `backend_set_weight`, …) changed it since.
+    pub edited: bool,
 }
 
 /// `flow` result.
@@ -787,6 +839,9 @@ pub(crate) mod tests {
                 proto: Proto::Tcp,
                 target_group: "g".into(),
                 mode: Some("tunnel".into()),
+                gue_port: None,
+                hash: Some("source-ip".into()),
+                ring_size: Some(65537),
             },
             Command::VipRemove { name: "web".into() },
             Command::BackendList { group: None },
@@ -824,6 +879,7 @@ pub(crate) mod tests {
                 dry_run: true,
             },
             Command::Stats,
+            Command::ConfigShow,
             Command::Down,
         ]
     }

@@ -114,25 +114,45 @@ fn generic(result: &Value) -> String {
     }
 }
 
-/// `status`: key/value lines.
+/// `status`: key/value lines; the program on one line, as `bpftool prog` names it
+/// (`lb_xdp id 123 tag 0123456789abcdef`).
 pub fn status(result: &Value) -> String {
     match result {
-        Value::Object(o) => key_values(
-            o,
-            &[
-                "version",
-                "protocol",
-                "pid",
-                "uptime_secs",
-                "iface",
-                "xdp_mode",
-                "config",
-                "vips",
-                "backends",
-            ],
-        ),
+        Value::Object(o) => {
+            let mut o = o.clone();
+            let program = o.get("program").filter(|p| p.is_object()).map(|p| {
+                format!(
+                    "{} id {} tag {}",
+                    cell(p.get("name")),
+                    cell(p.get("id")),
+                    cell(p.get("tag"))
+                )
+            });
+            if let Some(program) = program {
+                o.insert("program".into(), Value::String(program));
+            }
+            status_lines(&o)
+        }
         other => generic(other),
     }
+}
+
+fn status_lines(o: &Map<String, Value>) -> String {
+    key_values(
+        o,
+        &[
+            "version",
+            "protocol",
+            "pid",
+            "uptime_secs",
+            "iface",
+            "xdp_mode",
+            "program",
+            "config",
+            "vips",
+            "backends",
+        ],
+    )
 }
 
 fn port(v: Option<&Value>) -> String {
@@ -216,12 +236,72 @@ pub fn backend_list(result: &Value) -> String {
                 cell(b.get("group")),
                 cell(b.get("address")),
                 cell(b.get("weight")),
-                cell(b.get("state")),
+                effective(b),
+                state(b),
                 cell(b.get("flows")),
+                why(b),
             ]
         })
         .collect();
-    table(&["GROUP", "ADDRESS", "WEIGHT", "STATE", "FLOWS"], &rows)
+    table(
+        &["GROUP", "ADDRESS", "WEIGHT", "NOW", "STATE", "FLOWS", "WHY"],
+        &rows,
+    )
+}
+
+/// The weight new flows see now, as a number without needless decimals.
+fn effective(b: &Value) -> String {
+    match b.get("effective_weight").and_then(Value::as_f64) {
+        Some(w) if w.fract() == 0.0 => format!("{w:.0}"),
+        Some(w) => format!("{w:.2}"),
+        None => "-".to_owned(),
+    }
+}
+
+/// The state, marked when the target serves only because its group fails open.
+fn state(b: &Value) -> String {
+    let s = cell(b.get("state"));
+    if b.get("fail_open").and_then(Value::as_bool) == Some(true) {
+        format!("{s} (fail-open)")
+    } else {
+        s
+    }
+}
+
+/// Reason code, time left and the last check's words.
+fn why(b: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = b.get("reason").and_then(Value::as_str) {
+        parts.push(r.to_owned());
+    }
+    if let Some(secs) = b.get("remaining_secs").and_then(Value::as_u64) {
+        parts.push(format!("{secs}s left"));
+    }
+    if let Some(d) = b
+        .get("detail")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+    {
+        parts.push(d.to_owned());
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// `config_show`: the TOML itself, after a comment line saying where it came from.
+pub fn config(result: &Value) -> String {
+    let source = result.get("source").and_then(Value::as_str);
+    let edited = result.get("edited").and_then(Value::as_bool) == Some(true);
+    let origin = match (source, edited) {
+        (Some(p), false) => format!("# running configuration: {p}, unchanged\n"),
+        (Some(p), true) => format!("# running configuration: {p} with runtime edits\n"),
+        (None, _) => "# running configuration: runtime edits only (no file)\n".to_owned(),
+    };
+    let toml = result.get("toml").and_then(Value::as_str).unwrap_or("");
+    format!("{origin}{toml}")
 }
 
 fn endpoint(addr: &str, port: u16) -> String {
@@ -463,14 +543,33 @@ mod tests {
     #[test]
     fn backend_list_columns() {
         let r = json!({"backends": [
-            {"group": "web", "address": "10.0.0.1", "weight": 1, "state": "active", "flows": 12},
-            {"group": "web", "address": "10.0.0.2", "weight": 0, "state": "draining"}
+            {"group": "web", "address": "10.0.0.1", "weight": 1, "effective_weight": 1.0,
+             "state": "healthy", "flows": 12},
+            {"group": "web", "address": "10.0.0.2", "weight": 4, "effective_weight": 0.6,
+             "state": "healthy", "remaining_secs": 27},
+            {"group": "web", "address": "10.0.0.3", "weight": 1, "effective_weight": 0.0,
+             "state": "draining", "reason": "Target.DeregistrationInProgress",
+             "remaining_secs": 12, "flows": 3},
+            {"group": "web", "address": "10.0.0.4", "weight": 1, "effective_weight": 1.0,
+             "state": "unhealthy", "fail_open": true, "reason": "Target.Timeout",
+             "detail": "timed out after 2s"}
         ]});
         assert_eq!(
             backend_list(&r),
-            "GROUP  ADDRESS   WEIGHT  STATE     FLOWS\n\
-             web    10.0.0.1  1       active    12\n\
-             web    10.0.0.2  0       draining  -\n"
+            "GROUP  ADDRESS   WEIGHT  NOW   STATE                  FLOWS  WHY\n\
+             web    10.0.0.1  1       1     healthy                12     -\n\
+             web    10.0.0.2  4       0.60  healthy                -      27s left\n\
+             web    10.0.0.3  1       0     draining               3      Target.DeregistrationInProgress; 12s left\n\
+             web    10.0.0.4  1       1     unhealthy (fail-open)  -      Target.Timeout; timed out after 2s\n"
+        );
+    }
+
+    #[test]
+    fn config_shows_its_origin() {
+        let r = json!({"toml": "[agent]\n", "source": "/etc/lb/lb.toml", "edited": true});
+        assert_eq!(
+            config(&r),
+            "# running configuration: /etc/lb/lb.toml with runtime edits\n[agent]\n"
         );
     }
 
@@ -552,6 +651,14 @@ mod tests {
         assert_eq!(
             status(&r),
             "version  0.1.0\niface    eth0\nvips     2\nzzz      -\n"
+        );
+        let r = json!({
+            "iface": "eth0",
+            "program": {"id": 123, "tag": "0123456789abcdef", "name": "lb_xdp"},
+        });
+        assert_eq!(
+            status(&r),
+            "iface    eth0\nprogram  lb_xdp id 123 tag 0123456789abcdef\n"
         );
         assert_eq!(done(&Value::Null), "ok\n");
         assert_eq!(done(&json!({})), "ok\n");

@@ -160,6 +160,25 @@ impl Default for LoadOptions {
     }
 }
 
+/// The loaded `lb_xdp` program as the kernel knows it (what `bpftool prog show` prints).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ProgramInfo {
+    /// Kernel program id: new at every load, so it tells two runs apart.
+    pub id: u32,
+    /// The kernel's tag, 16 hex digits: a hash of the instructions, so it stays the same
+    /// when the same object is loaded again and changes with a different build.
+    pub tag: String,
+    /// The program's name (at most 15 bytes, as the kernel keeps it).
+    pub name: String,
+}
+
+impl std::fmt::Display for ProgramInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} id {} tag {}", self.name, self.id, self.tag)
+    }
+}
+
 struct Attachment {
     iface: String,
     link: aya::programs::xdp::XdpLinkId,
@@ -289,12 +308,15 @@ impl Dataplane {
                 path: link_path.clone(),
                 source: io::Error::other(e.to_string()),
             })?;
+            let pinned = FdLink::from(pinned);
+            // Which program this replaces, for the log line; the link itself stays.
+            let replaced = pinned.info().map(|i| i.program_id()).ok();
             let id = self.hold_pinned_link(
                 pinned,
                 &link_path,
                 "replacing the program in the pinned link",
             )?;
-            info!(iface, link = %link_path.display(), "adopted the running data plane: program replaced atomically");
+            info!(iface, link = %link_path.display(), replaced_program_id = replaced, program = %self.describe_program(), "adopted the running data plane: program replaced atomically");
             self.attachment = Some(Attachment {
                 iface: iface.to_owned(),
                 link: id,
@@ -336,8 +358,9 @@ impl Dataplane {
             })?;
         // Keep a handle to the link so a later `attach_pinned` in this process (an
         // upgrade) can find it; the pin alone keeps it attached after exit.
-        let id = self.hold_pinned_link(pinned, &link_path, "holding the pinned link")?;
-        info!(iface, ifindex, ?mode, link = %link_path.display(), "XDP program attached and pinned: it keeps running after the agent exits");
+        let id =
+            self.hold_pinned_link(FdLink::from(pinned), &link_path, "holding the pinned link")?;
+        info!(iface, ifindex, ?mode, link = %link_path.display(), program = %self.describe_program(), "XDP program attached and pinned: it keeps running after the agent exits");
         self.attachment = Some(Attachment {
             iface: iface.to_owned(),
             link: id,
@@ -349,17 +372,16 @@ impl Dataplane {
     /// atomically (a no-op swap when it is already the link's program).
     fn hold_pinned_link(
         &mut self,
-        pinned: PinnedLink,
+        pinned: FdLink,
         path: &Path,
         action: &'static str,
     ) -> Result<aya::programs::xdp::XdpLinkId, DataplaneError> {
-        let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
-            DataplaneError::Fs {
+        let link =
+            aya::programs::xdp::XdpLink::try_from(pinned).map_err(|e| DataplaneError::Fs {
                 what: "the pinned link is not an XDP link",
                 path: path.to_owned(),
                 source: io::Error::other(e.to_string()),
-            }
-        })?;
+            })?;
         xdp_program(&mut self.ebpf)?
             .attach_to_link(link)
             .map_err(|source| DataplaneError::Program { action, source })
@@ -395,6 +417,32 @@ impl Dataplane {
             link,
         });
         Ok(())
+    }
+
+    /// The loaded `lb_xdp` program's kernel id, tag and name (once attached, the program
+    /// running on the interface).
+    pub fn program_info(&self) -> Result<ProgramInfo, DataplaneError> {
+        let info = self
+            .ebpf
+            .program(programs::LB_XDP)
+            .ok_or(DataplaneError::MissingProgram(programs::LB_XDP))?
+            .info()
+            .map_err(|source| DataplaneError::Program {
+                action: "reading the XDP program's kernel info",
+                source,
+            })?;
+        Ok(ProgramInfo {
+            id: info.id(),
+            // The kernel's 8 tag bytes, as `bpftool` and `ip link` print them.
+            tag: format!("{:016x}", info.tag()),
+            name: info.name_as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// [`Dataplane::program_info`] for a log line, or why it is unknown.
+    fn describe_program(&self) -> String {
+        self.program_info()
+            .map_or_else(|e| format!("unknown ({e})"), |p| p.to_string())
     }
 
     /// Detaches the program (the attachment also ends when the `Dataplane` is dropped).

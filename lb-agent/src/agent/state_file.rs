@@ -1,0 +1,116 @@
+//! What a pinned agent leaves for the next one under `/run/lb/<scope>/state.json`: VIP and
+//! backend ids (so the flow table stays valid), the backend lifecycle (health, drains,
+//! deregistrations in progress) and the running configuration with its runtime edits.
+//!
+//! `/run` is gone at reboot, as the pins are.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::{dataplane, lifecycle::LifecycleState, services::ServicesState};
+
+/// Everything saved between agent runs. Fields added after the first release default,
+/// so a newer agent reads an older agent's file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAgent {
+    #[serde(flatten)]
+    pub services: ServicesState,
+    #[serde(default)]
+    pub lifecycle: LifecycleState,
+    /// The running configuration as TOML (the file plus runtime edits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_config: Option<String>,
+    /// The configuration file it came from, and that file's text when it was read: a
+    /// restarted agent keeps the runtime edits only while the file is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SavedSource>,
+    /// Runtime edits changed the running configuration since it was read from `source`.
+    #[serde(default)]
+    pub edited: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSource {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// The state file of one interface's agent.
+pub struct StateFile {
+    pub path: PathBuf,
+}
+
+impl StateFile {
+    pub fn for_interface(iface: &str) -> Self {
+        Self {
+            path: Path::new("/run/lb")
+                .join(dataplane::scope(iface))
+                .join("state.json"),
+        }
+    }
+
+    pub fn load(&self) -> anyhow::Result<Option<SavedAgent>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => {
+                Ok(Some(serde_json::from_str(&text).with_context(|| {
+                    format!("parsing {}", self.path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+        }
+    }
+
+    /// Written to a temporary file and renamed over the old one: a crash never leaves a
+    /// half-written state.
+    pub fn save(&self, state: &SavedAgent) -> anyhow::Result<()> {
+        let dir = self.path.parent().context("state path has no directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(state).context("serializing the state")?;
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("replacing {}", self.path.display()))
+    }
+
+    pub fn remove(&self) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+            }
+            // Empty parents (netns-<name>/, /run/lb) go too; an error only means another
+            // interface still has state there, which stays.
+            let mut parent = dir.parent();
+            while let Some(p) = parent.filter(|p| p.starts_with("/run/lb")) {
+                if std::fs::remove_dir(p).is_err() {
+                    break;
+                }
+                parent = p.parent();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_state_file_still_loads() {
+        // What agents before the lifecycle wrote: ids only.
+        let old = r#"{"vips":[{"name":"web","id":0,"address":"198.18.200.1","port":80,"proto":6}],
+            "backends":[{"group":"g","address":"198.18.11.2","id":0}],
+            "next_backend":1,"freed_backends":[]}"#;
+        let saved: SavedAgent = serde_json::from_str(old).expect("parses");
+        assert_eq!(saved.services.vips.len(), 1);
+        assert_eq!(saved.services.next_backend, 1);
+        assert!(saved.running_config.is_none());
+        let again: SavedAgent =
+            serde_json::from_str(&serde_json::to_string(&saved).expect("json")).expect("json");
+        assert_eq!(again, saved);
+    }
+}
