@@ -30,10 +30,26 @@ use crate::{
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    #[cfg(feature = "upgrade-variant")]
+    upgrade_variant_marker();
     let bytes = frame_len(&ctx);
     let verdict = try_lb(&ctx, bytes);
     stats::count_verdict(verdict, bytes);
     verdict as u32
+}
+
+/// Only in the `upgrade-variant` build (`cargo xtask test` builds it): gives `lb_xdp`
+/// different instructions, and so a different kernel tag, with the same behaviour and
+/// ABI. The upgrade test (tests/tests/e2e_upgrade.rs) swaps the running program for that
+/// object and back under load, as a real new release would be swapped in; an identical
+/// object would not show that the program was really replaced.
+#[cfg(feature = "upgrade-variant")]
+#[inline(always)]
+fn upgrade_variant_marker() {
+    let marker: u64 = u64::from_be_bytes(*b"lbupgrad");
+    // SAFETY: `marker` is a live, aligned local. The volatile read only keeps the compiler
+    // from removing it: a store and a load on the stack, nothing touches the packet.
+    unsafe { core::ptr::read_volatile(&marker) };
 }
 
 /// Decapsulation for backends (see `decap`): a separate entry point in the same object.

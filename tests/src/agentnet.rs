@@ -232,6 +232,49 @@ impl AgentNet {
         let link = self.lb.run("ip", &["-d", "link", "show", "l0"])?;
         Ok(String::from_utf8_lossy(&link.stdout).contains("prog/xdp"))
     }
+
+    /// The id of the XDP program the kernel runs on l0 (`prog/xdp id N` in `ip -d link`).
+    pub fn xdp_program_id(&self) -> anyhow::Result<Option<u32>> {
+        let link = self.lb.run("ip", &["-d", "link", "show", "l0"])?;
+        let text = String::from_utf8_lossy(&link.stdout);
+        let Some(rest) = text.split("prog/xdp id ").nth(1) else {
+            return Ok(None);
+        };
+        let id = rest.split_whitespace().next().unwrap_or_default();
+        Ok(Some(id.parse().with_context(|| {
+            format!("unexpected `ip -d link` output: {text}")
+        })?))
+    }
+
+    /// Where the agent pins l0's state: `lb-agent run` in the lb namespace scopes it by
+    /// the namespace's name.
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new(lb_agent::dataplane::PIN_ROOT)
+            .join(format!("netns-{}-lb", self.topo.prefix()))
+            .join("l0")
+    }
+
+    /// The pinned XDP link on l0: its kernel id (the same id means the attachment was
+    /// never torn down) and the id of the program it runs.
+    pub fn xdp_link(&self) -> anyhow::Result<(u32, u32)> {
+        let path = self.pin_dir().join("link");
+        let pinned = aya::programs::links::PinnedLink::from_pin(&path)
+            .with_context(|| format!("opening the pinned link {}", path.display()))?;
+        // Only this handle closes on drop; the pin, and so the attachment, stays.
+        let info = aya::programs::links::FdLink::from(pinned)
+            .info()
+            .with_context(|| format!("reading the link info of {}", path.display()))?;
+        Ok((info.id(), info.program_id()))
+    }
+
+    /// The kernel id of the map `name` pinned for l0 (the same id means the same map,
+    /// entries and all).
+    pub fn pinned_map_id(&self, name: &str) -> anyhow::Result<u32> {
+        let path = self.pin_dir().join("maps").join(name);
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the pinned map {}", path.display()))?;
+        Ok(info.id())
+    }
 }
 
 impl Drop for AgentNet {
@@ -399,6 +442,12 @@ impl LineConn {
             writer: c.try_clone()?,
             reader: BufReader::new(c),
         })
+    }
+
+    /// The client's source port: with [`CLIENT`], [`VIP`] and [`LINE_PORT`] the flow's
+    /// 4-tuple (for `ctl flow`).
+    pub fn local_port(&self) -> anyhow::Result<u16> {
+        Ok(self.writer.local_addr()?.port())
     }
 
     /// One request: the backend that answered.

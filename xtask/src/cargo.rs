@@ -46,6 +46,19 @@ pub fn host(root: &Path, object: Option<&Path>) -> Command {
 /// into `target_dir` (its own directory: a different rustc would otherwise invalidate the
 /// host build's fingerprints on every switch).
 pub fn bpf_build(root: &Path, toolchain: &Toolchain, target_dir: &Path) -> Command {
+    bpf_build_with_features(root, toolchain, target_dir, &[])
+}
+
+/// [`bpf_build`] with lb-ebpf `features` enabled (`upgrade-variant`: the upgrade test's
+/// second object). Give every feature set its own `target_dir`: the object's path does not
+/// depend on the features, so builds sharing a directory would overwrite each other's
+/// object (and the agent would embed whichever came last).
+pub fn bpf_build_with_features(
+    root: &Path,
+    toolchain: &Toolchain,
+    target_dir: &Path,
+    features: &[&str],
+) -> Command {
     let (mut cmd, rustc, extra_path): (Command, PathBuf, Option<&str>) = match &toolchain.compiler {
         Compiler::Debian { .. } => (
             Command::new(toolchain::DEBIAN_CARGO),
@@ -98,6 +111,9 @@ pub fn bpf_build(root: &Path, toolchain: &Toolchain, target_dir: &Path) -> Comma
         "--target",
         toolchain::BPF_TARGET,
     ]);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
     cmd
 }
 

@@ -21,7 +21,7 @@ use crate::{build, cargo, process};
 /// Runs every check, then fails if any failed (so one run shows all problems).
 pub fn run(object: &Path) -> Result<()> {
     let root = build::workspace_root()?;
-    let checks: [(&str, &[&str]); 3] = [
+    let checks: [(&str, &[&str]); 4] = [
         ("rustfmt", &["fmt", "--all", "--check"]),
         (
             "clippy (host crates)",
@@ -33,6 +33,22 @@ pub fn run(object: &Path) -> Result<()> {
                 "clippy",
                 "-p",
                 "lb-ebpf",
+                "--",
+                "-C",
+                "panic=abort",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            // The second object the upgrade test swaps in (see lb-ebpf's Cargo.toml).
+            "clippy (lb-ebpf upgrade variant, host type-check)",
+            &[
+                "clippy",
+                "-p",
+                "lb-ebpf",
+                "--features",
+                "upgrade-variant",
                 "--",
                 "-C",
                 "panic=abort",
