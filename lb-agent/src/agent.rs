@@ -5,6 +5,7 @@
 //! admin requests, SIGHUP reloads and counter logging take turns, so no two changes
 //! interleave.
 
+mod health_wiring;
 mod running;
 mod state_file;
 
@@ -15,6 +16,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
+pub use health_wiring::check_specs;
 pub use running::{AgentState, ChangeError, Source};
 pub use state_file::{SavedAgent, SavedSource, StateFile};
 
@@ -80,6 +82,18 @@ impl Handler for Agent {
                     .as_ref()
                     .map_or(0, |c| c.target_groups.iter().map(|g| g.targets.len()).sum()),
                 program: st.dp.program_info().ok(),
+                config_edited: st.edited,
+                targets: {
+                    let now = lifecycle::now_ms();
+                    let mut counts = std::collections::BTreeMap::new();
+                    for (key, _) in st.lifecycle.targets() {
+                        if let Some(v) = st.lifecycle.view(key, now, &st.failing_open) {
+                            *counts.entry(v.state.as_str().to_owned()).or_insert(0) += 1;
+                        }
+                    }
+                    counts
+                },
+                failing_open: st.failing_open.iter().cloned().collect(),
             }),
             Command::VipList => json(vip_infos(&st, false)?),
             Command::VipShow { name } => {
@@ -376,9 +390,11 @@ fn backend_infos(st: &AgentState, flows: &HashMap<(u32, u32), u64>) -> Vec<Backe
                 state: view.as_ref().map_or("unused", |v| v.state.as_str()).into(),
                 reason: view.as_ref().and_then(|v| v.reason.clone()),
                 detail: view.as_ref().map(|v| v.detail.clone()).unwrap_or_default(),
-                effective_weight: view
-                    .as_ref()
-                    .map_or(0.0, |v| f64::from(v.ring_weight) / 1000.0),
+                // What the installed rings use (the view may be a tick ahead).
+                effective_weight: st
+                    .installed_weight(&key)
+                    .or(view.as_ref().map(|v| v.ring_weight))
+                    .map_or(0.0, |w| f64::from(w) / 1000.0),
                 remaining_secs: view
                     .as_ref()
                     .and_then(|v| v.remaining_ms)

@@ -16,6 +16,7 @@ use lb_agent::{
     cli::{Cli, Command, Mode},
     config::{Config, Draft},
     dataplane::{self, decap::DecapPlane, AttachMode, Counters, Dataplane, LoadOptions, PinLayout},
+    health::{HealthChecker, HealthEvent},
     lifecycle::Lifecycle,
     object,
     services::Services,
@@ -108,6 +109,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         admin_group,
     } = args;
     let iface = iface.as_str();
+    // The runtime first: the health checker's tasks start with the first configuration.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let _runtime = rt.enter();
     // Read and validate the configuration before touching the kernel: a bad file stops
     // the agent with the reason and changes nothing.
     let file = config_path
@@ -175,6 +183,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         &format!("{mode:?}").to_lowercase(),
         (!ephemeral).then_some(state),
     );
+    let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
+    st.health = Some(HealthChecker::new(health_tx));
     // Configure before attaching (or swapping in) the program: its first packet already
     // sees every VIP.
     if let Some(start) = start {
@@ -202,12 +212,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         state: Mutex::new(st),
         down: Arc::new(Notify::new()),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let stop = rt.block_on(serve(agent.clone(), admin.clone(), group, stats_interval))?;
+    let stop = rt.block_on(serve(
+        agent.clone(),
+        admin.clone(),
+        group,
+        stats_interval,
+        health_events,
+    ))?;
     // The socket goes with the agent (serve_listener leaves it to its caller), and its
     // directory too when nothing else is in it.
     match std::fs::remove_file(&admin) {
@@ -358,6 +369,7 @@ async fn serve(
     admin: PathBuf,
     admin_group: Option<Gid>,
     stats_interval: u64,
+    mut health_events: tokio::sync::mpsc::UnboundedReceiver<HealthEvent>,
 ) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -391,6 +403,18 @@ async fn serve(
             _ = hup.recv() => match agent.state.lock() {
                 Ok(mut st) => st.reload(),
                 Err(_) => error!("agent state poisoned; reload skipped"),
+            },
+            Some(first) = health_events.recv() => match agent.state.lock() {
+                Ok(mut st) => {
+                    let mut batch = vec![first];
+                    while let Ok(more) = health_events.try_recv() {
+                        batch.push(more);
+                    }
+                    if let Err(e) = st.on_health_events(batch) {
+                        error!("updating the data plane for a health change: {e:#}");
+                    }
+                }
+                Err(_) => error!("agent state poisoned; health event skipped"),
             },
             _ = lifecycle_tick.tick() => match agent.state.lock() {
                 Ok(mut st) => {

@@ -7,7 +7,9 @@
 //!                          [l3] ── [b2] be2 198.18.13.2
 //! ```
 //! The addresses are those of `examples/lb.toml`. Each backend holds [`VIP`] on `lo` and
-//! serves HTTP on port 80 (one response per connection), a line protocol on port 8080
+//! serves HTTP on port 80 of every address (one response per connection; the VIP for
+//! clients, its own address for health checks; [`AgentNet::set_http`] makes it fail in
+//! the ways health checks must notice), a line protocol on port 8080
 //! (each line answered with the backend's name, connection kept open) and UDP on port 53,
 //! and runs `lb-agent decap` on its interface. The agent runs as
 //! `nsenter --net=… lb-agent run --iface l0 …`: in the host's mount namespace, so the
@@ -19,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
     process::Stdio,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
         mpsc, Arc,
     },
     thread::JoinHandle,
@@ -84,6 +86,33 @@ pub fn example_config() -> PathBuf {
 struct Servers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Each backend's HTTP behaviour ([`HttpMode`] as u8).
+    http: Vec<Arc<AtomicU8>>,
+}
+
+/// How a backend's HTTP server on port 80 behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HttpMode {
+    /// 200 with the backend's name.
+    Up = 0,
+    /// The listener is closed: connections are refused (the server was killed).
+    Refuse = 1,
+    /// Connections are accepted and never answered (a hung server).
+    Hang = 2,
+    /// Every request is answered 500.
+    Error = 3,
+}
+
+impl HttpMode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Refuse,
+            2 => Self::Hang,
+            3 => Self::Error,
+            _ => Self::Up,
+        }
+    }
 }
 
 impl Drop for Servers {
@@ -139,6 +168,7 @@ impl AgentNet {
         let mut servers = Servers {
             stop: stop.clone(),
             threads: Vec::new(),
+            http: Vec::new(),
         };
         let mut decaps = Vec::new();
         let mut backends = Vec::new();
@@ -152,7 +182,11 @@ impl AgentNet {
             ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
             ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
             ns.route(&["default", "via", &gateway(i).to_string()])?;
-            servers.threads.extend(start_servers(&ns, i, stop.clone())?);
+            let mode = Arc::new(AtomicU8::new(HttpMode::Up as u8));
+            servers
+                .threads
+                .extend(start_servers(&ns, i, stop.clone(), mode.clone())?);
+            servers.http.push(mode);
             let mut cmd = ns.command(
                 &agent,
                 &[
@@ -233,6 +267,13 @@ impl AgentNet {
         Ok(String::from_utf8_lossy(&link.stdout).contains("prog/xdp"))
     }
 
+    /// Makes backend `i`'s HTTP server on port 80 behave as `mode` from now on.
+    pub fn set_http(&self, i: usize, mode: HttpMode) {
+        if let Some(m) = self._servers.http.get(i) {
+            m.store(mode as u8, Ordering::Relaxed);
+        }
+    }
+
     /// The id of the XDP program the kernel runs on l0 (`prog/xdp id N` in `ip -d link`).
     pub fn xdp_program_id(&self) -> anyhow::Result<Option<u32>> {
         let link = self.lb.run("ip", &["-d", "link", "show", "l0"])?;
@@ -290,23 +331,26 @@ impl Drop for AgentNet {
 }
 
 /// HTTP on :80, the line protocol on :8080 and UDP on :53, all on the VIP, in `ns`.
-fn start_servers(ns: &Ns, i: usize, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+fn start_servers(
+    ns: &Ns,
+    i: usize,
+    stop: Arc<AtomicBool>,
+    http_mode: Arc<AtomicU8>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let name = format!("be{i}");
-    let (http, line, udp) = ns.enter(
-        || -> std::io::Result<(TcpListener, TcpListener, UdpSocket)> {
-            let http = TcpListener::bind(SocketAddr::new(VIP.into(), 80))?;
-            http.set_nonblocking(true)?;
-            let line = TcpListener::bind(SocketAddr::new(VIP.into(), LINE_PORT))?;
-            line.set_nonblocking(true)?;
-            let udp = UdpSocket::bind(SocketAddr::new(VIP.into(), 53))?;
-            udp.set_read_timeout(Some(Duration::from_millis(100)))?;
-            Ok((http, line, udp))
-        },
-    )??;
+    let (line, udp) = ns.enter(|| -> std::io::Result<(TcpListener, UdpSocket)> {
+        let line = TcpListener::bind(SocketAddr::new(VIP.into(), LINE_PORT))?;
+        line.set_nonblocking(true)?;
+        // Replies must come from the VIP (direct server return), so bound to it.
+        let udp = UdpSocket::bind(SocketAddr::new(VIP.into(), 53))?;
+        udp.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Ok((line, udp))
+    })??;
+    let http = bind_http(ns)?;
     let mut threads = Vec::new();
-    let (n, st) = (name.clone(), stop.clone());
+    let (n, st, ns2) = (name.clone(), stop.clone(), ns.clone());
     threads.push(std::thread::spawn(move || {
-        accept_loop(&http, &st, |c| serve_http(c, &n))
+        http_loop(http, &ns2, &st, &http_mode, &n)
     }));
     let (n, st) = (name.clone(), stop.clone());
     threads.push(std::thread::spawn(move || {
@@ -331,6 +375,52 @@ fn start_servers(ns: &Ns, i: usize, stop: Arc<AtomicBool>) -> anyhow::Result<Vec
     Ok(threads)
 }
 
+/// Port 80 on every address of the backend: the VIP for clients, its own address for
+/// the load balancer's health checks.
+fn bind_http(ns: &Ns) -> anyhow::Result<TcpListener> {
+    let l = ns.enter(|| TcpListener::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 80)))??;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serves HTTP as the backend's [`HttpMode`] says, closing and re-opening the listener
+/// for [`HttpMode::Refuse`].
+fn http_loop(first: TcpListener, ns: &Ns, stop: &AtomicBool, mode: &AtomicU8, name: &str) {
+    let mut listener = Some(first);
+    let mut hung = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let m = HttpMode::from_u8(mode.load(Ordering::Relaxed));
+        if m == HttpMode::Refuse {
+            listener = None;
+            hung.clear();
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        if m != HttpMode::Hang {
+            hung.clear();
+        }
+        let Some(l) = listener.as_ref() else {
+            match bind_http(ns) {
+                Ok(l) => listener = Some(l),
+                Err(e) => {
+                    eprintln!("{name}: re-opening port 80: {e:#}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            continue;
+        };
+        match l.accept() {
+            Ok((conn, _)) => match m {
+                // Held open, never answered, until the mode changes.
+                HttpMode::Hang => hung.push(conn),
+                HttpMode::Error => serve_http(conn, name, "500 Internal Server Error"),
+                _ => serve_http(conn, name, "200 OK"),
+            },
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 fn accept_loop(l: &TcpListener, stop: &AtomicBool, mut serve: impl FnMut(TcpStream)) {
     while !stop.load(Ordering::Relaxed) {
         match l.accept() {
@@ -340,7 +430,7 @@ fn accept_loop(l: &TcpListener, stop: &AtomicBool, mut serve: impl FnMut(TcpStre
     }
 }
 
-fn serve_http(mut conn: TcpStream, name: &str) {
+fn serve_http(mut conn: TcpStream, name: &str, status: &str) {
     let served = (|| -> std::io::Result<()> {
         conn.set_nonblocking(false)?;
         conn.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -355,7 +445,7 @@ fn serve_http(mut conn: TcpStream, name: &str) {
         let body = format!("{name}\n");
         write!(
             conn,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
     })();

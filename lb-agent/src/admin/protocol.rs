@@ -457,6 +457,16 @@ pub struct StatusInfo {
     /// (an upgrade). Absent when the agent cannot read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<crate::dataplane::ProgramInfo>,
+    /// Runtime edits changed the running configuration since it was read from `config`.
+    #[serde(default)]
+    pub config_edited: bool,
+    /// How many targets are in each NLB state (`healthy`, `unhealthy`, `draining`, …).
+    #[serde(default)]
+    pub targets: std::collections::BTreeMap<String, usize>,
+    /// Target groups with no healthy target whose traffic goes to every target anyway
+    /// (fail open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing_open: Vec<String>,
 }
 
 /// One entry of `vip_list` (`{"vips": [...]}`), and `vip_show`'s result (with backends).

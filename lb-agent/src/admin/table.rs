@@ -131,6 +131,25 @@ pub fn status(result: &Value) -> String {
             if let Some(program) = program {
                 o.insert("program".into(), Value::String(program));
             }
+            if let Some(Value::Object(t)) = o.get("targets") {
+                let text = t
+                    .iter()
+                    .map(|(state, n)| format!("{} {state}", cell(Some(n))))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                o.insert("targets".into(), Value::String(text));
+            }
+            if let Some(Value::Array(groups)) = o.get("failing_open") {
+                let text = groups
+                    .iter()
+                    .map(|g| cell(Some(g)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                o.insert(
+                    "failing_open".into(),
+                    Value::String(format!("{text} (no healthy target: every target serves)")),
+                );
+            }
             status_lines(&o)
         }
         other => generic(other),
@@ -149,8 +168,11 @@ fn status_lines(o: &Map<String, Value>) -> String {
             "xdp_mode",
             "program",
             "config",
+            "config_edited",
             "vips",
             "backends",
+            "targets",
+            "failing_open",
         ],
     )
 }

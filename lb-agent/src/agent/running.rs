@@ -20,6 +20,7 @@ use super::state_file::{SavedAgent, SavedSource, StateFile};
 use crate::{
     config::{self, Config, Draft, EditError},
     dataplane::Dataplane,
+    health::HealthChecker,
     lifecycle::{self, Lifecycle, TargetKey, TargetState},
     services::{ApplyReport, Services, Serving},
 };
@@ -58,6 +59,8 @@ pub struct AgentState {
     pub failing_open: BTreeSet<String>,
     /// Target states at the last reconcile, to log transitions.
     states: BTreeMap<TargetKey, TargetState>,
+    /// The health checker (none in tests without a runtime).
+    pub health: Option<HealthChecker>,
 }
 
 /// Why a change was refused; the running state is unchanged.
@@ -99,6 +102,7 @@ impl AgentState {
             installed: None,
             failing_open: BTreeSet::new(),
             states: BTreeMap::new(),
+            health: None,
         }
     }
 
@@ -137,6 +141,7 @@ impl AgentState {
             self.source = source;
         }
         self.edited = edited;
+        self.sync_health();
         self.log_transitions(now);
         self.save();
         Ok(report)
@@ -322,6 +327,20 @@ impl AgentState {
             }
         }
         self.states = states;
+    }
+
+    /// The ring weight installed for `key` (in thousandths of a weight unit): what new
+    /// flows see right now, which may trail the lifecycle's view by up to a second.
+    pub fn installed_weight(&self, key: &TargetKey) -> Option<u32> {
+        let (cfg, serving) = self.installed.as_ref()?;
+        let group = cfg.target_group(&key.group)?;
+        let target = group.targets.iter().find(|t| t.address == key.address)?;
+        let serve = serving.of(&key.group, key.address, target.weight);
+        Some(if serve.keeps_flows {
+            serve.ring_weight
+        } else {
+            0
+        })
     }
 
     /// What the next agent needs.
