@@ -449,8 +449,11 @@ fn serve_http(mut conn: TcpStream, name: &str, status: &str) {
             body.len()
         )
     })();
-    if let Err(e) = served {
-        eprintln!("{name}: HTTP request failed: {e}");
+    match served {
+        // TCP health checks connect and reset without a request.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => eprintln!("{name}: HTTP request failed: {e}"),
+        Ok(()) => {}
     }
 }
 

@@ -4,9 +4,10 @@
 //! HTTP and UDP on the VIP, `lb-agent decap` on each), runs the real
 //! `lb-agent run --config examples/lb.toml` on the load balancer, sends HTTP requests
 //! and UDP queries through the VIP and prints where they went; then restarts the agent
-//! while requests keep flowing (the data plane never stops) and finally removes it with
-//! `lb-agent down`. Tears everything down unless `--keep`; exits non-zero if any request
-//! failed. Health checks, draining and the admin socket join as they land.
+//! and kills one backend's web server while requests keep flowing (the health checks take
+//! it out, and back in when it returns), then restarts the agent while requests keep
+//! flowing (the data plane never stops) and finally removes it with `lb-agent down`.
+//! Tears everything down unless `--keep`; exits non-zero if any request failed.
 
 use std::{
     process::ExitCode,
@@ -15,7 +16,10 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _};
-use lb_tests::agentnet::{backend, example_config, http_get, udp_query, AgentNet, BACKENDS, VIP};
+use lb_agent::admin::{client::call, protocol::Command};
+use lb_tests::agentnet::{
+    backend, example_config, http_get, udp_query, AgentNet, HttpMode, BACKENDS, VIP,
+};
 
 const HTTP_REQUESTS: usize = 300;
 const UDP_QUERIES: usize = 300;
@@ -50,6 +54,64 @@ fn print_shares(counts: &[usize; BACKENDS], total: usize) {
             "#".repeat((pct / 2.0) as usize)
         );
     }
+}
+
+/// Polls `backend list` until every backend's state is as `want` says; returns the time
+/// it took and the last list.
+fn wait_states(
+    socket: &str,
+    limit: Duration,
+    want: impl Fn(usize, &str) -> bool,
+) -> anyhow::Result<(Duration, serde_json::Value)> {
+    let start = std::time::Instant::now();
+    loop {
+        // The socket opens just after the data plane is attached.
+        let list = match call(
+            std::path::Path::new(socket),
+            Command::BackendList { group: None },
+            Duration::from_secs(5),
+        ) {
+            Ok(list) => list,
+            Err(e) if start.elapsed() < limit => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ok = (0..BACKENDS).all(|i| {
+            list.as_array()
+                .and_then(|l| l.iter().find(|b| b["address"] == backend(i).to_string()))
+                .and_then(|b| b["state"].as_str())
+                .is_some_and(|s| want(i, s))
+        });
+        if ok {
+            return Ok((start.elapsed(), list));
+        }
+        ensure!(
+            start.elapsed() < limit,
+            "backends not as expected within {limit:?}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `n` HTTP requests on new connections: per-backend counts and failures.
+fn requests(net: &AgentNet, n: usize) -> anyhow::Result<([usize; BACKENDS], usize)> {
+    net.client.enter(|| {
+        let mut counts = [0; BACKENDS];
+        let mut failed = 0;
+        for _ in 0..n {
+            match http_get() {
+                Ok(i) => counts[i] += 1,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("    request failed: {e:#}");
+                }
+            }
+        }
+        (counts, failed)
+    })
 }
 
 /// Runs `lb-agent ctl --socket <socket> <args>` and prints its output, indented.
@@ -104,8 +166,13 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     }) {
         println!("    {}", strip_timestamp(line));
     }
-    // The agent prompted neighbour resolution for every target; give the replies a moment.
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the first health checks pass, every target is `initial` and the group fails
+    // open (all serve); wait for the verdicts so the shares below are the steady state.
+    let (took, _) = wait_states(&socket, Duration::from_secs(15), |_, s| s == "healthy")?;
+    println!(
+        "    health checks: all {BACKENDS} targets healthy after {:.1} s",
+        took.as_secs_f64()
+    );
     for args in [&["status"][..], &["vip", "list"]] {
         step(&format!("lb-agent ctl {}", args.join(" ")));
         ctl(&net, &socket, args)?;
@@ -114,20 +181,7 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     step(&format!(
         "client → http://{VIP}/ : {HTTP_REQUESTS} requests, a new connection each"
     ));
-    let (http, http_failed) = net.client.enter(|| {
-        let mut counts = [0; BACKENDS];
-        let mut failed = 0;
-        for _ in 0..HTTP_REQUESTS {
-            match http_get() {
-                Ok(i) => counts[i] += 1,
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("    request failed: {e:#}");
-                }
-            }
-        }
-        (counts, failed)
-    })?;
+    let (http, http_failed) = requests(&net, HTTP_REQUESTS)?;
     print_shares(&http, HTTP_REQUESTS);
     println!("    {http_failed} failed");
 
@@ -177,6 +231,36 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     {
         println!("    {}", strip_timestamp(&line));
     }
+
+    step("be1's web server dies: the health checks take it out of service");
+    net.set_http(1, HttpMode::Refuse);
+    let (took, _) = wait_states(&socket, Duration::from_secs(15), |i, s| {
+        if i == 1 {
+            s == "unhealthy"
+        } else {
+            s == "healthy"
+        }
+    })?;
+    println!(
+        "    be1 unhealthy after {:.1} s (unhealthy_threshold × interval_secs)",
+        took.as_secs_f64()
+    );
+    ctl(&net, &socket, &["backend", "list"])?;
+    step(&format!(
+        "client → http://{VIP}/ : {HTTP_REQUESTS} requests with be1 down"
+    ));
+    let (down, down_failed) = requests(&net, HTTP_REQUESTS)?;
+    print_shares(&down, HTTP_REQUESTS);
+    println!("    {down_failed} failed");
+    ensure!(down[1] == 0, "{} requests reached the dead be1", down[1]);
+
+    step("be1's web server is back: healthy again after healthy_threshold checks");
+    net.set_http(1, HttpMode::Up);
+    let (took, _) = wait_states(&socket, Duration::from_secs(15), |_, s| s == "healthy")?;
+    println!("    be1 healthy after {:.1} s", took.as_secs_f64());
+    let (back, back_failed) = requests(&net, HTTP_REQUESTS)?;
+    print_shares(&back, HTTP_REQUESTS);
+    println!("    {back_failed} failed");
 
     if keep {
         println!(
@@ -247,11 +331,11 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     );
     println!("    l0 has no XDP program");
     drop(net);
-    let failed = http_failed + udp_failed + restart_failed;
+    let failed = http_failed + udp_failed + down_failed + back_failed + restart_failed;
     ensure!(failed == 0, "{failed} requests failed");
     println!(
         "\nlb demo: all {} requests succeeded",
-        HTTP_REQUESTS + UDP_QUERIES + served
+        3 * HTTP_REQUESTS + UDP_QUERIES + served
     );
     Ok(())
 }
