@@ -311,17 +311,33 @@ impl Dataplane {
             let pinned = FdLink::from(pinned);
             // Which program this replaces, for the log line; the link itself stays.
             let replaced = pinned.info().map(|i| i.program_id()).ok();
-            let id = self.hold_pinned_link(
+            let id = match self.hold_pinned_link(
                 pinned,
                 &link_path,
                 "replacing the program in the pinned link",
-            )?;
-            info!(iface, link = %link_path.display(), replaced_program_id = replaced, program = %self.describe_program(), "adopted the running data plane: program replaced atomically");
-            self.attachment = Some(Attachment {
-                iface: iface.to_owned(),
-                link: id,
-            });
-            return Ok(true);
+            ) {
+                Ok(id) => Some(id),
+                // The link outlived its interface (deleted, or its namespace went away):
+                // nothing is attached any more, so attach afresh below.
+                Err(e) if has_errno(&e, nix::errno::Errno::ENOLINK) => {
+                    warn!(iface, link = %link_path.display(), "the pinned XDP link was severed from its interface; attaching afresh");
+                    std::fs::remove_file(&link_path).map_err(|source| DataplaneError::Fs {
+                        what: "removing the severed link's pin",
+                        path: link_path.clone(),
+                        source,
+                    })?;
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(id) = id {
+                info!(iface, link = %link_path.display(), replaced_program_id = replaced, program = %self.describe_program(), "adopted the running data plane: program replaced atomically");
+                self.attachment = Some(Attachment {
+                    iface: iface.to_owned(),
+                    link: id,
+                });
+                return Ok(true);
+            }
         }
         let ifindex = nix::net::if_::if_nametoindex(iface)
             .map_err(|_| DataplaneError::NoSuchInterface(iface.to_owned()))?;
@@ -690,4 +706,34 @@ fn check_maps(ebpf: &Ebpf) -> Result<(), DataplaneError> {
         .map_err(|e| shape(maps::RINGS, e))?;
     len(maps::RINGS, MAX_VIPS, m.len())?;
     Ok(())
+}
+
+/// Whether `e` was caused, somewhere down its chain, by the system error `errno`.
+fn has_errno(e: &(dyn std::error::Error + 'static), errno: nix::errno::Errno) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.raw_os_error() == Some(errno as i32) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_is_found_down_the_chain() {
+        let e = DataplaneError::Fs {
+            what: "x",
+            path: "/x".into(),
+            source: io::Error::from_raw_os_error(nix::errno::Errno::ENOLINK as i32),
+        };
+        assert!(has_errno(&e, nix::errno::Errno::ENOLINK));
+        assert!(!has_errno(&e, nix::errno::Errno::ENOENT));
+    }
 }
