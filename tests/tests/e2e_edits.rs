@@ -398,6 +398,34 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
         "{changes} changes logged with a uid:\n{}",
         log.join("\n")
     );
+
+    // --reset starts from scratch: no drain, no flows, counters from zero.
+    let agent = net.start_agent(&config, &[&args[..], &["--reset"]].concat())?;
+    ensure!(
+        agent.startup.iter().any(|l| l.contains("--reset: removed")),
+        "--reset did not say it removed the previous data plane:\n{}",
+        agent.startup.join("\n")
+    );
+    ensure!(
+        agent
+            .startup
+            .iter()
+            .any(|l| l.contains("XDP program attached")),
+        "--reset adopted the old data plane"
+    );
+    ctl.ready()?;
+    let b1 = ctl.backend(be(1))?;
+    ensure!(
+        b1["state"] != "draining" && b1["flows"] == 0,
+        "after --reset: {b1}"
+    );
+    let stats = ctl.ok(Command::Stats)?;
+    let tx = stats["verdicts"]["redirect"]["packets"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    ensure!(tx < 50, "counters were not reset: {tx} redirected packets");
+    let status = agent.process.stop()?;
+    ensure!(status.success(), "lb-agent exited with {status}");
     net.down()?;
     Ok(())
 }
