@@ -6,6 +6,7 @@
 //! interleave.
 
 mod health_wiring;
+mod metrics_wiring;
 mod running;
 mod state_file;
 
@@ -17,7 +18,8 @@ use std::{
 };
 
 pub use health_wiring::check_specs;
-pub use running::{AgentState, ChangeError, Source};
+pub use metrics_wiring::MetricsState;
+pub use running::{with_path, AgentState, ChangeError, Source};
 pub use state_file::{SavedAgent, SavedSource, StateFile};
 
 use lb_common::{
@@ -31,8 +33,8 @@ use tracing::info;
 use crate::{
     admin::{
         protocol::{
-            ApplyResult, BackendInfo, Command, ConfigInfo, ErrorBody, ErrorCode, FlowAnswer, Proto,
-            StatusInfo, VipInfo, PROTOCOL_VERSION,
+            ApplyResult, BackendInfo, Command, ConfigInfo, ErrorBody, ErrorCode, FlowAnswer,
+            MetricsFormat, Proto, StatusInfo, VipInfo, PROTOCOL_VERSION,
         },
         server::{Handler, Peer},
         table::counters_json,
@@ -218,6 +220,8 @@ impl Handler for Agent {
                 edited: st.edited,
             }),
             Command::Stats => Ok(counters_json(&st.dp.counters().map_err(internal)?)),
+            Command::Metrics { format } => metrics_result(&mut st, format),
+            Command::Top => top_result(&mut st),
             Command::Down => {
                 info!("ctl down: the data plane is removed and the agent exits");
                 self.down.notify_one();
@@ -225,6 +229,105 @@ impl Handler for Agent {
             }
         }
     }
+}
+
+/// `metrics`: the last completed period in `format`, or the current Prometheus page.
+fn metrics_result(st: &mut AgentState, format: MetricsFormat) -> Result<Value, ErrorBody> {
+    use crate::metrics::{datum, emf, json as period_json, prometheus};
+    let Some(m) = &st.metrics else {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            "no configuration, no metrics",
+        ));
+    };
+    if format == MetricsFormat::Prom {
+        let text = match &m.last_sample {
+            Some(sample) => prometheus::render(sample, &m.settings),
+            None => String::new(),
+        };
+        return json(serde_json::json!({ "text": text }));
+    }
+    let Some(period) = &m.last_period else {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!(
+                "no metrics period has completed yet (periods are {} s; the agent has run {} s)",
+                m.settings.period.as_secs(),
+                st.started.elapsed().as_secs()
+            ),
+        ));
+    };
+    Ok(match format {
+        MetricsFormat::Emf => serde_json::json!({ "lines": emf::render(period, &m.settings) }),
+        MetricsFormat::Datum => {
+            serde_json::json!({ "requests": datum::render(period, &m.settings) })
+        }
+        MetricsFormat::Json | MetricsFormat::Prom => period_json::render(period, &m.settings),
+    })
+}
+
+/// `top`: rates between the last two one-second samples.
+fn top_result(st: &mut AgentState) -> Result<Value, ErrorBody> {
+    let Some(m) = &st.metrics else {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            "no configuration, nothing to show",
+        ));
+    };
+    let (Some(now), Some(before)) = (&m.last_sample, &m.prev_sample) else {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            "no rates yet: the agent samples once a second, try again in a moment",
+        ));
+    };
+    let secs = now
+        .at
+        .duration_since(before.at)
+        .map_or(1.0, |d| d.as_secs_f64());
+    let vips: Vec<Value> = now
+        .vips
+        .iter()
+        .map(|v| {
+            let r = before
+                .vips
+                .iter()
+                .find(|b| b.name == v.name)
+                .map_or([0.0; 3], |b| {
+                    metrics_wiring::rate(&v.counter, &b.counter, secs)
+                });
+            let group: Vec<_> = now
+                .targets
+                .iter()
+                .filter(|t| t.group == v.target_group)
+                .collect();
+            let healthy = group.iter().filter(|t| t.state == "healthy").count();
+            serde_json::json!({
+                "name": v.name, "proto": v.proto.as_str(),
+                "packets_per_sec": r[0], "bytes_per_sec": r[1], "new_flows_per_sec": r[2],
+                "active_flows": v.active_flows,
+                "healthy": format!("{healthy}/{}", group.len()),
+            })
+        })
+        .collect();
+    let targets: Vec<Value> = now
+        .targets
+        .iter()
+        .map(|t| {
+            let r = before
+                .targets
+                .iter()
+                .find(|b| b.group == t.group && b.address == t.address)
+                .map_or([0.0; 3], |b| {
+                    metrics_wiring::rate(&t.counter, &b.counter, secs)
+                });
+            serde_json::json!({
+                "group": t.group, "address": t.address, "state": t.state,
+                "packets_per_sec": r[0], "bytes_per_sec": r[1], "new_flows_per_sec": r[2],
+                "active_flows": t.active_flows, "fail_open": t.fail_open,
+            })
+        })
+        .collect();
+    json(serde_json::json!({ "interval_secs": secs, "vips": vips, "targets": targets }))
 }
 
 /// A refused change as an error reply: what was wrong, in the operator's terms.

@@ -34,10 +34,11 @@ mod tests;
 mod validate;
 
 pub use draft::{Draft, EditError, NewVip};
+pub(crate) use validate::host_port;
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -55,6 +56,8 @@ pub const EXAMPLE: &str = include_str!("../../examples/lb.toml");
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub agent: AgentSettings,
+    /// The `[metrics]` table.
+    pub metrics: MetricsSettings,
     /// In file order.
     pub vips: Vec<Vip>,
     /// In file order. Every VIP's `target_group` names one of these.
@@ -151,6 +154,76 @@ impl AgentSettings {
             tunnel_src6_prefix: self.tunnel_source_v6.len,
             _pad: [0; 2],
             tunnel_src6: self.tunnel_source_v6.addr.octets(),
+        }
+    }
+}
+
+/// The `[metrics]` table: what the agent publishes about its traffic, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// CloudWatch namespace: 1 to 255 characters, never starting with `AWS/` (reserved
+    /// for AWS services).
+    pub namespace: String,
+    /// Value of the `AvailabilityZone` dimension; `None` leaves out the dimension sets
+    /// that have it.
+    pub availability_zone: Option<String>,
+    /// Aggregation period: 60 s (standard resolution) or 1 s (high resolution,
+    /// `StorageResolution` 1).
+    pub period: Duration,
+    /// Where Embedded Metric Format documents go.
+    pub emf: EmfOutput,
+    /// Address of the Prometheus `/metrics` endpoint; `None` = not served.
+    pub prometheus_listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            namespace: "lb".to_owned(),
+            availability_zone: None,
+            period: Duration::from_secs(60),
+            emf: EmfOutput::Off,
+            prometheus_listen: None,
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// Whether the period is high resolution (CloudWatch `StorageResolution` 1).
+    pub fn high_resolution(&self) -> bool {
+        self.period < Duration::from_secs(60)
+    }
+}
+
+/// Where the agent writes CloudWatch Embedded Metric Format documents (one per line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EmfOutput {
+    /// Not written (`"off"`).
+    Off,
+    /// The agent's standard output (`"stdout"`), e.g. for a log shipper.
+    Stdout,
+    /// Appended to this file (`"file:/path"`, an absolute path).
+    File(PathBuf),
+    /// The CloudWatch agent's EMF endpoint (`"agent"`): `AWS_EMF_AGENT_ENDPOINT` when set
+    /// (`tcp://host:port` or `udp://host:port`), else `tcp://127.0.0.1:25888`; read when
+    /// the sink starts.
+    Agent,
+    /// A TCP connection to this `host:port` (`"tcp://host:port"`).
+    Tcp(String),
+    /// UDP datagrams, one document each, to this `host:port` (`"udp://host:port"`).
+    Udp(String),
+}
+
+impl fmt::Display for EmfOutput {
+    /// As the file spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Stdout => f.write_str("stdout"),
+            Self::File(path) => write!(f, "file:{}", path.display()),
+            Self::Agent => f.write_str("agent"),
+            Self::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Self::Udp(addr) => write!(f, "udp://{addr}"),
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod dataplane;
 pub mod health;
 pub mod lifecycle;
 pub mod maglev;
+pub mod metrics;
 pub mod object;
 pub mod services;

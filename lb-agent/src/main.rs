@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use lb_agent::{
     admin,
-    agent::{Agent, AgentState, SavedAgent, Source, StateFile},
+    agent::{with_path, Agent, AgentState, SavedAgent, Source, StateFile},
     cli::{Cli, Command, Mode},
     config::{Config, Draft},
     dataplane::{self, decap::DecapPlane, AttachMode, Counters, Dataplane, LoadOptions, PinLayout},
@@ -271,10 +271,9 @@ struct FileConfig {
 fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration file {}", path.display()))?;
-    let draft = Draft::parse(&text)
+    let (draft, config) = Draft::parse(&text)
         .and_then(|d| d.validate().map(|c| (d, c)))
-        .map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()));
-    let (draft, config) = draft?;
+        .map_err(|e| with_path(e, path))?;
     Ok(FileConfig {
         draft,
         config,
@@ -391,8 +390,8 @@ async fn serve(
     let period = Duration::from_secs(stats_interval.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let down = agent.down.clone();
-    // The lifecycle's clock: deregistration delays, unhealthy draining intervals and
-    // slow-start steps end on time.
+    // The lifecycle's clock (deregistration delays, unhealthy draining intervals and
+    // slow-start steps end on time) and the metrics' one-second samples.
     let mut lifecycle_tick = tokio::time::interval(Duration::from_secs(1));
     lifecycle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = loop {
@@ -420,6 +419,9 @@ async fn serve(
                 Ok(mut st) => {
                     if let Err(e) = st.reconcile() {
                         error!("updating the data plane for the backend lifecycle: {e:#}");
+                    }
+                    if let Err(e) = st.sample_metrics() {
+                        error!("reading the counters for metrics: {e:#}");
                     }
                 }
                 Err(_) => error!("agent state poisoned; lifecycle skipped"),

@@ -42,6 +42,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("/usr/bin/python3", "python3-minimal"),
 ];
+/// Python modules (for the system python) that the metrics tests validate output with:
+/// an independent EMF JSON-schema check and the Prometheus text parser.
+const TEST_PYTHON_PACKAGES: &[&str] = &["python3-jsonschema", "python3-prometheus-client"];
 
 pub fn ensure(verbosity: Verbosity) -> Result<Toolchain> {
     let report = Report { verbosity };
@@ -159,13 +162,18 @@ fn ensure_linker(report: &Report, apt: &mut Apt) -> Result<(PathBuf, String)> {
 
 fn ensure_test_tools(report: &Report, apt: &mut Apt) -> Result<()> {
     const STEP: &str = "test tools";
-    let names: Vec<&str> = TEST_TOOLS.iter().map(|(command, _)| *command).collect();
+    let names: Vec<&str> = TEST_TOOLS
+        .iter()
+        .map(|(command, _)| *command)
+        .chain(TEST_PYTHON_PACKAGES.iter().copied())
+        .collect();
     let detail = names.join(", ");
-    let missing: Vec<&str> = TEST_TOOLS
+    let mut missing: Vec<&str> = TEST_TOOLS
         .iter()
         .filter(|(command, _)| process::which(command).is_none())
         .map(|(_, package)| *package)
         .collect();
+    missing.extend(apt.missing(TEST_PYTHON_PACKAGES));
     if missing.is_empty() {
         report.ok(STEP, &detail);
         return Ok(());
@@ -178,6 +186,9 @@ fn ensure_test_tools(report: &Report, apt: &mut Apt) -> Result<()> {
         .find(|(command, _)| process::which(command).is_none())
     {
         bail!("`{command}` is still missing after installing {package}");
+    }
+    if let Some(package) = apt.missing(TEST_PYTHON_PACKAGES).first() {
+        bail!("{package} is still not installed after installing it");
     }
     report.done(STEP, &detail);
     Ok(())

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     client::{self, ClientError},
-    protocol::{Command, Proto},
+    protocol::{Command, MetricsFormat, Proto},
     table,
 };
 
@@ -90,6 +90,20 @@ pub enum CtlCommand {
     },
     /// Data-plane counters: verdicts, traffic classes, drop reasons, events.
     Stats,
+    /// The last completed metrics period (CloudWatch NLB metric names, units and
+    /// dimensions), or with `--format prom` the Prometheus page of the current counters.
+    Metrics {
+        /// emf (Embedded Metric Format lines), datum (PutMetricData requests), json, prom.
+        #[arg(long, value_enum, default_value = "json")]
+        format: MetricsFormat,
+    },
+    /// A live view, refreshed every second, of packets/s, bytes/s, new flows/s, active
+    /// flows and health per VIP and per target, as `top` shows processes. Ctrl-C quits.
+    Top {
+        /// Stop after this many refreshes (default: run until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Print the running configuration as TOML: the file plus every runtime edit
     /// (`vip add`, `backend set-weight`, …). Save it to keep the edits: the next
     /// `apply` or SIGHUP replaces the running configuration with the file.
@@ -269,6 +283,8 @@ impl CtlCommand {
             }
             CtlCommand::Stats => Command::Stats,
             CtlCommand::Config => Command::ConfigShow,
+            CtlCommand::Metrics { format } => Command::Metrics { format },
+            CtlCommand::Top { .. } => Command::Top,
             CtlCommand::Down => Command::Down,
             CtlCommand::Completions { .. } => return Ok(None),
         }))
@@ -299,6 +315,8 @@ pub fn render(cmd: &CtlCommand, result: &Value) -> String {
         CtlCommand::Apply { .. } => table::apply(result),
         CtlCommand::Stats => table::stats(result),
         CtlCommand::Config => table::config(result),
+        CtlCommand::Metrics { format } => table::metrics(*format, result),
+        CtlCommand::Top { .. } => table::top(result),
         _ => table::done(result),
     }
 }
@@ -316,6 +334,9 @@ pub fn run_ctl_to(args: &CtlArgs, out: &mut dyn std::io::Write) -> anyhow::Resul
     if let CtlCommand::Completions { shell } = &args.command {
         crate::cli::write_completions(*shell, out);
         return Ok(());
+    }
+    if let CtlCommand::Top { count } = &args.command {
+        return top(args, *count, out);
     }
     let Some(request) = args.command.to_request()? else {
         return Ok(());
@@ -343,6 +364,35 @@ pub fn run_ctl_to(args: &CtlArgs, out: &mut dyn std::io::Write) -> anyhow::Resul
             }
             Err(anyhow::Error::new(e))
         }
+    }
+}
+
+/// `ctl top`: one refresh a second, the screen cleared in between when it is a terminal.
+fn top(args: &CtlArgs, count: Option<u64>, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let tty = std::io::stdout().is_terminal();
+    let mut shown = 0u64;
+    loop {
+        let result = call(
+            &args.socket,
+            Command::Top,
+            Duration::from_secs(args.timeout.max(1)),
+        )?;
+        if tty {
+            // Home and clear, as top does.
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(&result)?)?;
+        } else {
+            out.write_all(table::top(&result).as_bytes())?;
+        }
+        out.flush()?;
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

@@ -156,8 +156,28 @@ pub enum Command {
     Stats,
     /// The running configuration as TOML (the file plus runtime edits).
     ConfigShow,
+    /// The last completed metrics period in a format: `emf`, `datum`, `json`, or `prom`
+    /// (the Prometheus page, current counters).
+    Metrics { format: MetricsFormat },
+    /// Per-VIP and per-target rates over the last second, active flows and health (what
+    /// `ctl top` shows).
+    Top,
     /// Stop the agent (detaching the data plane unless it was started with --persist).
     Down,
+}
+
+/// Formats of `metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    /// CloudWatch Embedded Metric Format documents, one per line.
+    Emf,
+    /// PutMetricData requests (`MetricDatum` JSON).
+    Datum,
+    /// The period's values as plain JSON.
+    Json,
+    /// Prometheus text exposition of the current counters.
+    Prom,
 }
 
 /// Every command name, as it appears in `cmd`.
@@ -177,6 +197,8 @@ pub const COMMAND_NAMES: &[&str] = &[
     "apply",
     "stats",
     "config_show",
+    "metrics",
+    "top",
     "down",
 ];
 
@@ -199,6 +221,8 @@ impl Command {
             Command::Apply { .. } => "apply",
             Command::Stats => "stats",
             Command::ConfigShow => "config_show",
+            Command::Metrics { .. } => "metrics",
+            Command::Top => "top",
             Command::Down => "down",
         }
     }
@@ -212,7 +236,9 @@ impl Command {
             | Command::BackendList { .. }
             | Command::Flow { .. }
             | Command::Stats
-            | Command::ConfigShow => false,
+            | Command::ConfigShow
+            | Command::Metrics { .. }
+            | Command::Top => false,
             Command::Apply { dry_run, .. } => !dry_run,
             Command::VipAdd { .. }
             | Command::VipRemove { .. }
@@ -890,6 +916,10 @@ pub(crate) mod tests {
             },
             Command::Stats,
             Command::ConfigShow,
+            Command::Metrics {
+                format: MetricsFormat::Emf,
+            },
+            Command::Top,
             Command::Down,
         ]
     }

@@ -493,6 +493,122 @@ pub fn done(result: &Value) -> String {
     generic(result)
 }
 
+/// `metrics`: EMF lines and Prometheus text as they are; datum requests and JSON
+/// pretty-printed.
+pub fn metrics(format: crate::admin::protocol::MetricsFormat, result: &Value) -> String {
+    use crate::admin::protocol::MetricsFormat;
+    match format {
+        MetricsFormat::Emf => {
+            let mut out = String::new();
+            for line in result
+                .get("lines")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(line.as_str().unwrap_or_default());
+                out.push('\n');
+            }
+            out
+        }
+        MetricsFormat::Prom => result
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        MetricsFormat::Datum | MetricsFormat::Json => {
+            let mut s = serde_json::to_string_pretty(result).unwrap_or_default();
+            s.push('\n');
+            s
+        }
+    }
+}
+
+/// A rate for people: 1234567 → "1.23M".
+fn si(v: Option<&Value>) -> String {
+    let Some(x) = v.and_then(Value::as_f64) else {
+        return "-".to_owned();
+    };
+    match x {
+        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e4 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// `top`: per VIP, then per target, rates over the last second.
+pub fn top(result: &Value) -> String {
+    let secs = result
+        .get("interval_secs")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let mut out =
+        format!("lb top: rates over the last {secs:.1} s, active flows from the flow table\n\n");
+    let vips: Vec<Vec<String>> = list(result, "vips")
+        .iter()
+        .map(|v| {
+            vec![
+                cell(v.get("name")),
+                cell(v.get("proto")),
+                si(v.get("packets_per_sec")),
+                si(v.get("bytes_per_sec")
+                    .and_then(Value::as_f64)
+                    .map(|b| b * 8.0)
+                    .map(Value::from)
+                    .as_ref()),
+                si(v.get("new_flows_per_sec")),
+                cell(v.get("active_flows")),
+                cell(v.get("healthy")),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "VIP",
+            "PROTO",
+            "PKT/S",
+            "BIT/S",
+            "NEWFLOW/S",
+            "ACTIVE",
+            "HEALTHY",
+        ],
+        &vips,
+    ));
+    out.push('\n');
+    let targets: Vec<Vec<String>> = list(result, "targets")
+        .iter()
+        .map(|t| {
+            vec![
+                cell(t.get("group")),
+                cell(t.get("address")),
+                cell(t.get("state")),
+                si(t.get("packets_per_sec")),
+                si(t.get("bytes_per_sec")
+                    .and_then(Value::as_f64)
+                    .map(|b| b * 8.0)
+                    .map(Value::from)
+                    .as_ref()),
+                si(t.get("new_flows_per_sec")),
+                cell(t.get("active_flows")),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "GROUP",
+            "TARGET",
+            "STATE",
+            "PKT/S",
+            "BIT/S",
+            "NEWFLOW/S",
+            "ACTIVE",
+        ],
+        &targets,
+    ));
+    out
+}
+
 /// The `stats` result for counters: `{"verdicts": {"pass": {"packets": …, "bytes": …}},
 /// "traffic": {…}, "drops": {…}, "events": {…}}`, named as operators see them. For the
 /// agent's handler.
@@ -583,6 +699,23 @@ mod tests {
              web    10.0.0.2  4       0.60  healthy                -      27s left\n\
              web    10.0.0.3  1       0     draining               3      Target.DeregistrationInProgress; 12s left\n\
              web    10.0.0.4  1       1     unhealthy (fail-open)  -      Target.Timeout; timed out after 2s\n"
+        );
+    }
+
+    #[test]
+    fn top_shows_rates_per_vip_and_target() {
+        let r = json!({"interval_secs": 1.0,
+            "vips": [{"name": "web", "proto": "tcp", "packets_per_sec": 1234567.0,
+                      "bytes_per_sec": 125000.0, "new_flows_per_sec": 12.0,
+                      "active_flows": 40, "healthy": "3/3"}],
+            "targets": [{"group": "g", "address": "10.0.0.1", "state": "healthy",
+                         "packets_per_sec": 10.0, "bytes_per_sec": 1000.0,
+                         "new_flows_per_sec": 0.0, "active_flows": 4}]});
+        let t = top(&r);
+        assert!(t.contains("web  tcp    1.23M  1.00M  12"), "{t}");
+        assert!(
+            t.contains("g      10.0.0.1  healthy  10     8000   0          4"),
+            "{t}"
         );
     }
 

@@ -61,6 +61,8 @@ pub struct AgentState {
     states: BTreeMap<TargetKey, TargetState>,
     /// The health checker (none in tests without a runtime).
     pub health: Option<HealthChecker>,
+    /// Metrics aggregation and outputs (from the first configuration on).
+    pub metrics: Option<super::metrics_wiring::MetricsState>,
 }
 
 /// Why a change was refused; the running state is unchanged.
@@ -103,6 +105,7 @@ impl AgentState {
             failing_open: BTreeSet::new(),
             states: BTreeMap::new(),
             health: None,
+            metrics: None,
         }
     }
 
@@ -142,6 +145,7 @@ impl AgentState {
         }
         self.edited = edited;
         self.sync_health();
+        self.sync_metrics();
         self.log_transitions(now);
         self.save();
         Ok(report)
@@ -368,7 +372,8 @@ impl AgentState {
     }
 }
 
-fn with_path(e: config::ConfigError, path: &std::path::Path) -> config::ConfigError {
+/// `e` naming the file `path` it came from, when it does not already.
+pub fn with_path(e: config::ConfigError, path: &std::path::Path) -> config::ConfigError {
     match e {
         config::ConfigError::Syntax {
             path: None,

@@ -20,6 +20,8 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 pub(super) struct File {
     #[serde(default, skip_serializing_if = "is_default")]
     pub agent: Agent,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub metrics: Metrics,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vip: Vec<Vip>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -41,6 +43,21 @@ pub(super) struct Agent {
     pub tunnel_source_v4: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_source_v6: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Metrics {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_secs: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_listen: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -10,6 +10,7 @@ use lb_common::{
 };
 
 mod draft;
+mod metrics;
 
 use super::{
     load, parse, parse_with, validate::Limits, Config, ConfigError, Fragments, HashFields,

@@ -158,6 +158,40 @@ fn every_key_round_trips() {
 }
 
 #[test]
+fn the_metrics_table_round_trips() {
+    let text = format!(
+        "[metrics]\nnamespace = \"lb/edge #1\"\navailability_zone = \"eu-west-1a\"\n\
+         period_secs = 1\nemf = \"file:/var/log/lb/emf.log\"\n\
+         prometheus_listen = \"[::1]:9469\"\n{}{}",
+        vip(&[]),
+        group("g", "", &["198.18.11.2"]),
+    );
+    let d = draft(&text);
+    let c = valid(&d);
+    assert_eq!(c.metrics.namespace, "lb/edge #1");
+    assert_round_trip(&d);
+    let written = d.to_toml();
+    assert!(written.contains("[metrics]"), "{written}");
+    // Runtime edits keep the table.
+    let mut edited = d.clone();
+    edited
+        .add_target("g", ip("198.18.12.2"), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(valid(&edited).metrics, c.metrics);
+    assert_round_trip(&edited);
+    // An absent table stays absent.
+    let plain = draft(&(vip(&[]) + &group("g", "", &["198.18.11.2"])));
+    assert!(!plain.to_toml().contains("metrics"), "{}", plain.to_toml());
+    // An invalid one is kept as written.
+    let bad = draft(&format!(
+        "[metrics]\nnamespace = \"AWS/NetworkELB\"\n{}",
+        vip(&[])
+    ));
+    assert!(bad.validate().is_err());
+    assert_round_trip(&bad);
+}
+
+#[test]
 fn invalid_and_empty_drafts_round_trip_too() {
     // A draft is the file as written, problems included.
     let d = draft(&(vip(&[("port", "70000")]) + "[[target_group]]\n[target_group.agent_check]\n"));
