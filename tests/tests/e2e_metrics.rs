@@ -141,8 +141,15 @@ fn emitted_metrics_match_the_traffic_sent() -> anyhow::Result<()> {
         "[metrics]\nnamespace = \"lb-test\"\navailability_zone = \"lab-1a\"\nperiod_secs = 1\nemf = \"file:{}\"\n",
         emf.display()
     );
-    let start = example.find("\n[metrics]\n").context("no [metrics] in the example")? + 1;
-    let end = start + example[start..].find("\n[").context("[metrics] is the last table")? + 1;
+    let start = example
+        .find("\n[metrics]\n")
+        .context("no [metrics] in the example")?
+        + 1;
+    let end = start
+        + example[start..]
+            .find("\n[")
+            .context("[metrics] is the last table")?
+        + 1;
     let text = format!("{}{ours}{}", &example[..start], &example[end..]);
     std::fs::write(&config, text)?;
     let sock = socket.display().to_string();
@@ -188,7 +195,11 @@ fn emitted_metrics_match_the_traffic_sent() -> anyhow::Result<()> {
     );
 
     // ctl metrics and ctl top answer from the same samples.
-    for format in [MetricsFormat::Emf, MetricsFormat::Datum, MetricsFormat::Json] {
+    for format in [
+        MetricsFormat::Emf,
+        MetricsFormat::Datum,
+        MetricsFormat::Json,
+    ] {
         let r = call(&socket, Command::Metrics { format }, TIMEOUT)?;
         ensure!(
             r.as_object().is_some_and(|o| !o.is_empty()),
