@@ -42,6 +42,8 @@ pub struct MetricsState {
     pub page: prometheus::Page,
     pub server: Option<prometheus::Server>,
     tally: Option<Tally>,
+    /// The sink's dropped-document count last logged, so each loss is reported once.
+    sink_dropped_logged: u64,
 }
 
 impl MetricsState {
@@ -56,6 +58,7 @@ impl MetricsState {
             page: prometheus::Page::default(),
             server: None,
             tally: None,
+            sink_dropped_logged: 0,
         }
     }
 }
@@ -76,6 +79,7 @@ impl AgentState {
             m.aggregator = Aggregator::new(settings.period);
         }
         if fresh || old.emf != settings.emf {
+            m.sink_dropped_logged = 0;
             m.sink = match Destination::from_env(&settings.emf)
                 .and_then(|d| d.map(EmfSink::start).transpose())
             {
@@ -127,6 +131,16 @@ impl AgentState {
         if let Some(period) = m.aggregator.push(sample.clone()) {
             if let Some(sink) = &m.sink {
                 sink.send_all(emf::render(&period, &m.settings));
+                let dropped = sink.dropped();
+                if dropped > m.sink_dropped_logged {
+                    tracing::warn!(
+                        dropped = dropped - m.sink_dropped_logged,
+                        total = dropped,
+                        destination = %m.settings.emf,
+                        "EMF documents could not be delivered in time and were dropped"
+                    );
+                    m.sink_dropped_logged = dropped;
+                }
             }
             m.last_period = Some(period);
         }
