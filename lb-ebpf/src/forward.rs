@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup as FibParams,
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use lb_common::{
@@ -16,7 +16,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     csum, icmp,
-    maps::{FIB_SCRATCH, TX_PORTS},
+    maps::{FIB_SCRATCH, NEXT_HOPS, TX_PORTS},
     parse::{ptr_at, ptr_at_mut, Packet, ETH_P_IP, ETH_P_IPV6},
     select::Choice,
     stats::count_event,
@@ -32,6 +32,12 @@ const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 const IPPROTO_UDP: u8 = 17;
 const OUTER_TTL: u8 = 64;
+
+/// How long a FIB answer is reused for a backend. A FIB lookup costs more than the rest
+/// of an established flow's path; one every 100 ms per backend and CPU is free, and a
+/// route, MTU or neighbour change reaches the fast path within this time. Failures
+/// (no route, no neighbour yet) are never cached.
+const NEXT_HOP_TTL_NS: u64 = 100_000_000;
 
 /// What forwarding decided.
 pub enum Out {
@@ -56,15 +62,61 @@ struct NextHop {
     dmac: [u8; 6],
 }
 
-/// Route lookup towards `dst` as if `tot_len` bytes of IP were sent there.
+/// The next hop towards backend `slot` at `dst`, for `tot_len` bytes of IP: from the
+/// per-CPU cache while it is fresh (see [`NEXT_HOP_TTL_NS`]), else from the FIB.
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
+    slot: u32,
     family: u8,
     dst: &[u8; 16],
     tot_len: usize,
     pkt: &Packet,
 ) -> Result<NextHop, HopError> {
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let ingress = ctx.ingress_ifindex() as u32;
+    let cached = NEXT_HOPS.get_ptr_mut(slot);
+    if let Some(c) = cached {
+        // SAFETY: this CPU's slot of a per-CPU map, written only by this CPU.
+        let c = unsafe { &*c };
+        if now < c.expires_ns && c.family == family && c.ingress == ingress && c.addr == *dst {
+            if tot_len as u32 > c.mtu {
+                return Err(HopError::TooBig(c.mtu));
+            }
+            return Ok(NextHop {
+                ifindex: c.ifindex,
+                smac: c.smac,
+                dmac: c.dmac,
+            });
+        }
+    }
+    let (nh, mtu) = fib_lookup(ctx, family, dst, tot_len, pkt)?;
+    if let Some(c) = cached {
+        // SAFETY: as above.
+        let c = unsafe { &mut *c };
+        c.expires_ns = now + NEXT_HOP_TTL_NS;
+        c.addr = *dst;
+        c.ingress = ingress;
+        c.ifindex = nh.ifindex;
+        c.mtu = mtu;
+        c.smac = nh.smac;
+        c.dmac = nh.dmac;
+        c.family = family;
+    }
+    Ok(nh)
+}
+
+/// Route lookup towards `dst` as if `tot_len` bytes of IP were sent there; on success
+/// also the route's MTU.
+#[inline(always)]
+fn fib_lookup(
+    ctx: &XdpContext,
+    family: u8,
+    dst: &[u8; 16],
+    tot_len: usize,
+    pkt: &Packet,
+) -> Result<(NextHop, u32), HopError> {
     let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else {
         return Err(HopError::Out(Out::Drop(DropReason::FibFailed)));
     };
@@ -100,11 +152,15 @@ fn next_hop(
         )
     };
     match rc {
-        FIB_SUCCESS => Ok(NextHop {
-            ifindex: p.ifindex,
-            smac: p.smac,
-            dmac: p.dmac,
-        }),
+        FIB_SUCCESS => Ok((
+            NextHop {
+                ifindex: p.ifindex,
+                smac: p.smac,
+                dmac: p.dmac,
+            },
+            // SAFETY: on success the kernel wrote the route's MTU into this union member.
+            unsafe { p.__bindgen_anon_1.mtu_result } as u32,
+        )),
         FIB_NO_NEIGH => {
             count_event(Event::FibNoNeighbour, 0);
             Err(HopError::Out(Out::Pass))
@@ -160,7 +216,14 @@ pub fn direct(ctx: &XdpContext, pkt: &Packet, choice: &Choice) -> Out {
     if choice.backend.family != pkt.key.family {
         return Out::Drop(DropReason::BadBackend);
     }
-    match next_hop(ctx, pkt.key.family, &choice.backend.addr, pkt.ip_len, pkt) {
+    match next_hop(
+        ctx,
+        choice.backend_id,
+        pkt.key.family,
+        &choice.backend.addr,
+        pkt.ip_len,
+        pkt,
+    ) {
         Ok(nh) => transmit(ctx, &nh),
         Err(e) => hop_failed(ctx, pkt, e, 0),
     }
@@ -186,6 +249,7 @@ pub fn tunnel(
     }
     let nh = match next_hop(
         ctx,
+        choice.backend_id,
         choice.backend.family,
         &choice.backend.addr,
         outer_len,

@@ -67,5 +67,26 @@ pub static FLOOD: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0)
 pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
     PerCpuArray::with_max_entries(1, 0);
 
+/// Next hops the FIB gave recently, per backend slot and CPU (see `forward::next_hop`).
+/// Like the scratch slot, not part of the ABI: never pinned, empty after every load.
+#[map(name = "LB_CACHE_NEXTHOP")]
+pub static NEXT_HOPS: PerCpuArray<CachedHop> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// One cached FIB answer: valid for `addr` of `family` arriving on `ingress`, until
+/// `expires_ns` (coarse monotonic clock).
+#[repr(C)]
+pub struct CachedHop {
+    pub expires_ns: u64,
+    pub addr: [u8; 16],
+    pub ingress: u32,
+    pub ifindex: u32,
+    /// The route's MTU (the FIB reports it on success since Linux 5.12).
+    pub mtu: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
 #[map(name = "LB_TX_PORTS_V1")]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);

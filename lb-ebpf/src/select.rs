@@ -1,9 +1,9 @@
 //! Which backend: VIP match, then the flow table, then the VIP's Maglev ring.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     flow::{FLOW_CLOSING, TCP_REFRESH_NS},
-    service::{backend_flags, vip_flags, FAMILY_FRAG_KEY, PROTO_TCP, PROTO_UDP},
+    service::{backend_flags, mode, vip_flags, FAMILY_FRAG_KEY, PROTO_TCP, PROTO_UDP},
     Backend, DropReason, Event, FlowKey, FlowValue, LbConfig, VipKey, VipMeta, NO_BACKEND,
 };
 
@@ -90,7 +90,7 @@ pub fn choose(
     cfg: &LbConfig,
     bytes: u64,
 ) -> Result<Choice, DropReason> {
-    let hash = lb_common::hash::flow_hash(&pkt.key, vip.flags, cfg.hash_seed);
+    let flow_hash = || lb_common::hash::flow_hash(&pkt.key, vip.flags, cfg.hash_seed);
 
     // Fragment routing hashes (source, destination, protocol) only, for every packet of
     // the VIP; a flow table keyed on ports cannot serve it, so it is bypassed.
@@ -98,6 +98,7 @@ pub fn choose(
         if pkt.frag != Frag::No {
             count_event(Event::FragmentRouted, bytes);
         }
+        let hash = flow_hash();
         let id = ring_pick(vip, hash)?;
         return Ok(Choice {
             backend_id: id,
@@ -109,8 +110,11 @@ pub fn choose(
 
     let tcp = pkt.key.proto == PROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    // The coarse clock (CLOCK_MONOTONIC_COARSE, a few ms of resolution) is all the idle
+    // timeouts, the TCP activity stamp and the flood window need, at a fraction of the
+    // precise clock's cost. The agent reads the stamps against CLOCK_MONOTONIC.
     // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(entry) = FLOWS.get_ptr_mut(&pkt.key) {
         // SAFETY: the pointer is valid for this program run; a concurrent update of the
@@ -140,6 +144,9 @@ pub fn choose(
                 }
             }
             count_event(Event::FlowHit, bytes);
+            // Only tunnels use the hash (outer source, flow label, GUE port): direct
+            // routing of an established flow skips computing it.
+            let hash = if vip.mode == mode::DR { 0 } else { flow_hash() };
             return Ok(Choice {
                 backend_id: entry.backend_id,
                 backend: b,
@@ -152,6 +159,7 @@ pub fn choose(
         }
     }
 
+    let hash = flow_hash();
     let id = ring_pick(vip, hash)?;
     let b = backend(id)?;
     if tcp && pkt.tcp_flags & TCP_RST != 0 {
