@@ -9,6 +9,7 @@
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and benchmarks;
 //! - [`decap`]: the backend-side `lb_decap` program.
 
+mod batch;
 pub mod counters;
 pub mod decap;
 pub mod services;

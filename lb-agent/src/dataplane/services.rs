@@ -1,14 +1,16 @@
 //! Writing what the data plane forwards by: runtime config, VIPs, backends, Maglev rings
 //! and the interfaces packets may be redirected to.
 
-use aya::maps::{Array, ArrayOfMaps, DevMapHash, HashMap, MapData};
+use std::os::fd::AsFd as _;
+
+use aya::maps::{Array, ArrayOfMaps, DevMapHash, HashMap, IterableMap as _, MapData};
 use lb_common::{
     maps,
     service::{BPF_F_INNER_MAP, MAX_BACKENDS, MAX_RING_SIZE, MAX_VIPS},
     Backend, FlowKey, FlowValue, LbConfig, VipKey, VipMeta,
 };
 
-use super::{Dataplane, DataplaneError};
+use super::{batch, Dataplane, DataplaneError};
 
 impl Dataplane {
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
@@ -109,10 +111,14 @@ impl Dataplane {
         let name = maps::RINGS;
         let mut inner = Array::<MapData, u32>::create(size, BPF_F_INNER_MAP)
             .map_err(|source| DataplaneError::Map { name, source })?;
-        for (i, slot) in slots.iter().enumerate() {
-            inner
-                .set(i as u32, slot, 0)
-                .map_err(|source| DataplaneError::Map { name, source })?;
+        // One batched call; slot by slot only where the kernel refuses batches.
+        if let Err(error) = batch::set_u32_array(inner.map().fd().as_fd(), slots) {
+            tracing::debug!(%error, "batched ring write refused; writing slot by slot");
+            for (i, slot) in slots.iter().enumerate() {
+                inner
+                    .set(i as u32, slot, 0)
+                    .map_err(|source| DataplaneError::Map { name, source })?;
+            }
         }
         let mut outer = ArrayOfMaps::<_, Array<MapData, u32>>::try_from(self.map_mut(name)?)
             .map_err(|source| DataplaneError::Map { name, source })?;
