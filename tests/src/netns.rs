@@ -86,6 +86,17 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Sets its flag when dropped: a load loop's stop flag, so a scoped workload ends however
+/// the code driving it ends (an error returned early or a panic included), instead of
+/// the scope waiting for it forever.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A set of namespaces named `<prefix>-<name>`, deleted (with everything in them) on drop.
 #[derive(Debug)]
 pub struct Topology {

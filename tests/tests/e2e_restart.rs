@@ -13,7 +13,10 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _};
-use lb_tests::agentnet::{example_config, http_get, AgentNet, LineConn, VIP};
+use lb_tests::{
+    agentnet::{example_config, http_get, AgentNet, LineConn, VIP},
+    netns::StopOnDrop,
+};
 use nix::{sys::signal::Signal, unistd::Pid};
 
 const LONG_LIVED: usize = 20;
@@ -91,13 +94,21 @@ fn restarts_under_load_lose_nothing() -> anyhow::Result<()> {
         std::fs::read_to_string(&state_path).with_context(|| format!("reading {state_path}"))?;
     let socket =
         std::path::PathBuf::from(format!("/run/lb/netns-{}-lb/admin.sock", net.topo.prefix()));
-    // Wait for the first health verdicts, so the dump is the steady state.
+    // Wait for the first health verdicts, so the dump is the steady state: every target
+    // healthy and in every ring. (The two lists are two requests: a verdict landing
+    // between them shows a healthy target that the VIP list, read just before, did not
+    // count yet.)
+    let steady = |d: &serde_json::Value| {
+        let backends = d["backends"].as_array();
+        backends.is_some_and(|l| l.iter().all(|b| b["state"] == "healthy"))
+            && d["vips"].as_array().is_some_and(|vips| {
+                vips.iter()
+                    .all(|v| v["backends"].as_u64() == backends.map(|l| l.len() as u64))
+            })
+    };
     let mut dump_before = dump(&socket)?;
     let settle = Instant::now() + Duration::from_secs(10);
-    while !dump_before["backends"]
-        .as_array()
-        .is_some_and(|l| l.iter().all(|b| b["state"] == "healthy"))
-    {
+    while !steady(&dump_before) {
         ensure!(
             Instant::now() < settle,
             "targets never all healthy: {dump_before}"
@@ -172,6 +183,9 @@ fn restarts_under_load_lose_nothing() -> anyhow::Result<()> {
             })
         });
 
+        // Ends the workload however the restarts end: the scope would otherwise wait for
+        // it forever after a failed check.
+        let stopper = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_millis(1500));
         for signal in [Signal::SIGTERM, Signal::SIGKILL, Signal::SIGTERM] {
             let mut old = agent.take().context("an agent is running")?;
@@ -212,7 +226,7 @@ fn restarts_under_load_lose_nothing() -> anyhow::Result<()> {
             agent = Some(next);
             std::thread::sleep(Duration::from_millis(1500));
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stopper);
         let kept = workload
             .join()
             .map_err(|_| anyhow::anyhow!("workload panicked"))??;

@@ -32,8 +32,11 @@ use lb_agent::{
     },
     dataplane::ProgramInfo,
 };
-use lb_tests::agentnet::{
-    backend, example_config, http_get, Agent, AgentNet, LineConn, CLIENT, LINE_PORT, VIP,
+use lb_tests::{
+    agentnet::{
+        backend, example_config, http_get, Agent, AgentNet, LineConn, CLIENT, LINE_PORT, VIP,
+    },
+    netns::StopOnDrop,
 };
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
@@ -406,15 +409,6 @@ fn upgrade_and_downgrade_under_load_lose_nothing() -> anyhow::Result<()> {
     net.down()?;
     ensure!(!net.attached()?, "lb-agent down left the program attached");
     Ok(())
-}
-
-/// Sets the flag when dropped.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Under the running load: the upgrade to `variant`, then the downgrade to the embedded
