@@ -8,6 +8,9 @@
 #![no_std]
 #![cfg_attr(not(test), no_main)]
 
+/// Benchmark-only programs (the `bench` feature; never in the production object).
+#[cfg(feature = "bench")]
+mod bench_fwd;
 mod csum;
 mod decap;
 mod forward;

@@ -3,6 +3,7 @@
 //! `tests/tests/`; the demo binary in `src/bin/`.
 
 pub mod agentnet;
+pub mod bench;
 pub mod fixture;
 pub mod lbnet;
 pub mod netns;

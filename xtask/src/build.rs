@@ -59,6 +59,47 @@ pub fn ebpf_object(toolchain: &Toolchain) -> Result<PathBuf> {
     Ok(object)
 }
 
+/// Names the benchmark object (lb-ebpf with the `bench` feature) to lb-tests: the
+/// end-to-end rate benchmark (tests/src/bench/e2e_rate.rs) and its smoke test load their
+/// generator, forwarding-ceiling and sink programs from it.
+pub const BENCH_OBJECT_VAR: &str = "LB_BENCH_OBJECT";
+
+/// Builds lb-ebpf with the `bench` feature into target/bpf-bench: the production data
+/// plane plus the benchmark-only programs of `lb-ebpf/src/bench_fwd.rs`. The agent never
+/// embeds it (see lb-ebpf's Cargo.toml).
+pub fn bench_object(toolchain: &Toolchain) -> Result<PathBuf> {
+    feature_object(toolchain, "bpf-bench", &["bench"], "bench")
+}
+
+/// Builds lb-ebpf with `features` into `target/<dir>` (its own directory: see
+/// `cargo::bpf_build_with_features`) and returns the object's path. `what` names the
+/// object in messages. From a cold cache each directory adds the eBPF dependencies once
+/// (about 26 s on a 2-CPU test VM), after a change to lb-ebpf the crate itself (about
+/// 9 s), and otherwise only cargo's up-to-date check.
+pub fn feature_object(
+    toolchain: &Toolchain,
+    dir: &str,
+    features: &[&str],
+    what: &str,
+) -> Result<PathBuf> {
+    let root = workspace_root()?;
+    let target_dir = root.join("target").join(dir);
+    println!(
+        "build: {what} ebpf object (features: {})",
+        features.join(",")
+    );
+    let mut cmd = cargo::bpf_build_with_features(&root, toolchain, &target_dir, features);
+    process::run(&mut cmd).with_context(|| format!("could not build the {what} eBPF object"))?;
+    let object = target_dir
+        .join(toolchain::BPF_TARGET)
+        .join("release")
+        .join("lb");
+    fs::metadata(&object)
+        .with_context(|| format!("the BPF build did not produce {}", object.display()))?;
+    println!("build: {what} ebpf object → {}", object.display());
+    Ok(object)
+}
+
 /// Builds lb-agent with `object` embedded and returns the binary's path (from cargo's
 /// own report, so a user's CARGO_TARGET_DIR is honoured).
 pub fn agent(object: &Path, profile: Profile) -> Result<PathBuf> {

@@ -21,7 +21,7 @@ use crate::{build, cargo, process};
 /// Runs every check, then fails if any failed (so one run shows all problems).
 pub fn run(object: &Path) -> Result<()> {
     let root = build::workspace_root()?;
-    let checks: [(&str, &[&str]); 4] = [
+    let checks: [(&str, &[&str]); 5] = [
         ("rustfmt", &["fmt", "--all", "--check"]),
         (
             "clippy (host crates)",
@@ -49,6 +49,22 @@ pub fn run(object: &Path) -> Result<()> {
                 "lb-ebpf",
                 "--features",
                 "upgrade-variant",
+                "--",
+                "-C",
+                "panic=abort",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            // The benchmark-only programs (lb-ebpf/src/bench_fwd.rs, see its Cargo.toml).
+            "clippy (lb-ebpf bench programs, host type-check)",
+            &[
+                "clippy",
+                "-p",
+                "lb-ebpf",
+                "--features",
+                "bench",
                 "--",
                 "-C",
                 "panic=abort",

@@ -77,11 +77,17 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
-    /// Build, then measure the data plane's per-packet cost (as root); see target/bench/.
+    /// Build, then run the benchmark suite (as root): results.json, report.md and charts
+    /// in target/bench/.
     Bench {
-        /// Fewer repetitions: a quick look, not figures to quote.
+        /// Fewer repetitions and shorter windows (under 3 minutes): a quick look, not
+        /// figures to quote.
         #[arg(long)]
         quick: bool,
+        /// Run only these sections (comma-separated: dataplane, maglev, control, memory,
+        /// e2e, http); the others keep their figures in target/bench/results.json.
+        #[arg(long, value_name = "SECTIONS")]
+        only: Option<String>,
     },
 }
 
@@ -150,11 +156,19 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Demo { keep } => {
             privilege::ensure_root("demo")?;
-            demo::run_tests_binary("lb-demo", if keep { &["--keep"] } else { &[] })
+            demo::run_tests_binary("lb-demo", if keep { &["--keep"] } else { &[] }, false)
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, only } => {
             privilege::ensure_root("bench")?;
-            demo::run_tests_binary("lb-bench", if quick { &["--quick"] } else { &[] })
+            setup::ensure_bench_tools()?;
+            let mut args = Vec::new();
+            if quick {
+                args.push("--quick");
+            }
+            if let Some(only) = &only {
+                args.extend(["--only", only.as_str()]);
+            }
+            demo::run_tests_binary("lb-bench", &args, true)
         }
     }
 }

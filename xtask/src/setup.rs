@@ -41,6 +41,17 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     // the system python (not a per-user shim, which uid 65534 cannot run).
     ("setpriv", "util-linux"),
     ("/usr/bin/python3", "python3-minimal"),
+    // The benchmark smoke test builds the nftables DNAT load balancer it compares against.
+    ("nft", "nftables"),
+];
+/// What only `cargo xtask bench` runs: the HTTP load generator and the userspace proxy
+/// it compares against (HAProxy is never started as a service; the bench runs its own).
+/// nginx serves the HTTP benchmark's backends (many workers, keep-alive: the server is not
+/// the bottleneck).
+const BENCH_TOOLS: &[(&str, &str)] = &[
+    ("wrk", "wrk"),
+    ("haproxy", "haproxy"),
+    ("nginx", "nginx-light"),
 ];
 /// Python modules (for the system python) that the metrics tests validate output with:
 /// an independent EMF JSON-schema check and the Prometheus text parser.
@@ -191,6 +202,29 @@ fn ensure_test_tools(report: &Report, apt: &mut Apt) -> Result<()> {
         bail!("{package} is still not installed after installing it");
     }
     report.done(STEP, &detail);
+    Ok(())
+}
+
+/// Installs the benchmark-only tools; called by `cargo xtask bench`, not by every command.
+pub fn ensure_bench_tools() -> Result<()> {
+    let missing: Vec<&str> = BENCH_TOOLS
+        .iter()
+        .filter(|(command, _)| process::which(command).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: bench tools: installing {}", missing.join(" "));
+    Apt::default()
+        .install(&missing)
+        .context("could not install the benchmark tools")?;
+    if let Some((command, package)) = BENCH_TOOLS
+        .iter()
+        .find(|(command, _)| process::which(command).is_none())
+    {
+        bail!("`{command}` is still missing after installing {package}");
+    }
     Ok(())
 }
 

@@ -1,12 +1,12 @@
 //! `test`: everything CI runs, in the order that fails fastest: build the eBPF object
-//! (and the upgrade test's variant of it), lint, then the unit and integration tests (as
+//! (and the upgrade test's variant of it, and the benchmark object the bench smoke test
+//! loads), lint, then the unit and integration tests (as
 //! root: they load XDP programs and create network namespaces). Ends with one
 //! `tests: N passed, M failed` line totalling every test binary, so a reader (or CI) sees
 //! the whole suite's result in one place.
 
 use std::{
     ffi::OsString,
-    fs,
     io::{BufRead as _, BufReader, Write as _},
     path::PathBuf,
     process::Stdio,
@@ -14,15 +14,19 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{build, cargo, lint, phase, process, setup, setup::Toolchain, toolchain};
+use crate::{build, cargo, lint, phase, process, setup, setup::Toolchain};
 
 /// Names the upgrade variant's object to the tests (tests/tests/e2e_upgrade.rs).
 const UPGRADE_OBJECT_VAR: &str = "LB_TEST_UPGRADE_OBJECT";
 
 pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
     let toolchain = phase::run("setup", || setup::ensure(setup::Verbosity::Summary))?;
-    let (object, upgrade) = phase::run("build", || {
-        Ok((build::ebpf_object(&toolchain)?, upgrade_object(&toolchain)?))
+    let (object, upgrade, bench) = phase::run("build", || {
+        Ok((
+            build::ebpf_object(&toolchain)?,
+            upgrade_object(&toolchain)?,
+            build::bench_object(&toolchain)?,
+        ))
     })?;
     if !no_lint {
         phase::run("lint", || lint::run(&object))?;
@@ -38,32 +42,21 @@ pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
         let mut cmd = cargo::host(&root, Some(&object));
         cmd.arg("test")
             .args(cargo_args)
-            .env(UPGRADE_OBJECT_VAR, &upgrade);
+            .env(UPGRADE_OBJECT_VAR, &upgrade)
+            .env(build::BENCH_OBJECT_VAR, &bench);
         run_and_total(&mut cmd)
     })
 }
 
 /// Builds lb-ebpf with the `upgrade-variant` feature: the same data plane with different
 /// instructions, which the upgrade test swaps in under load as a new release would be.
-/// Its own target directory keeps both objects (see `cargo::bpf_build_with_features`)
-/// but shares no build with the first: from a cold cache it adds the eBPF dependencies
-/// once more (about 26 s on a 2-CPU test VM), after a change to lb-ebpf the crate itself
-/// (about 9 s), and otherwise only cargo's up-to-date check.
 fn upgrade_object(toolchain: &Toolchain) -> Result<PathBuf> {
-    let root = build::workspace_root()?;
-    let target_dir = root.join("target").join("bpf-upgrade");
-    println!("build: upgrade-variant ebpf object (for the upgrade test)");
-    let mut cmd =
-        cargo::bpf_build_with_features(&root, toolchain, &target_dir, &["upgrade-variant"]);
-    process::run(&mut cmd).context("could not build the upgrade-variant eBPF object")?;
-    let object = target_dir
-        .join(toolchain::BPF_TARGET)
-        .join("release")
-        .join("lb");
-    fs::metadata(&object)
-        .with_context(|| format!("the BPF build did not produce {}", object.display()))?;
-    println!("build: upgrade-variant ebpf object → {}", object.display());
-    Ok(object)
+    build::feature_object(
+        toolchain,
+        "bpf-upgrade",
+        &["upgrade-variant"],
+        "upgrade-variant (for the upgrade test)",
+    )
 }
 
 /// Runs `cargo test`, echoing its output as it comes, and totals its `test result:` lines.

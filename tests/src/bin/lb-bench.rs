@@ -1,190 +1,157 @@
-//! `cargo xtask bench`: per-packet cost of the production XDP program.
+//! `cargo xtask bench [--quick] [--only SECTION,...]`: the benchmark suite (issue 7).
 //!
-//! Runs `BPF_PROG_TEST_RUN` on the production object, configured by the agent's own code
-//! in the scenario namespace (so FIB lookups are real), and reports ns/packet per path
-//! as medians, next to a no-op program measured the same way in the same run:
-//! - hot loop: `repeat` = 1,000,000 per call, median of several calls. Valid only for
-//!   paths that do the same work when re-run on their own output (the kernel re-runs the
-//!   program on the buffer it already rewrote): pass, DR rewrites, SYN (which re-hashes
-//!   and re-inserts every time);
-//! - repeat-1: many single runs, median of the kernel's per-run time. Valid for every
-//!   path, including encapsulation and ICMP replies; it carries a fixed overhead, so
-//!   compare it only with the no-op measured the same way.
-//!
-//! Writes `target/bench/dataplane.json` and prints a table. A benchmark, not a test:
-//! nothing here asserts a speed.
+//! Runs each section of `lb_tests::bench` in turn (each measures its own baseline in the
+//! same run, so figures are read as ratios), then writes `target/bench/results.json`
+//! and `target/bench/report.md` with SVG charts beside it. With `--only`, the named
+//! sections replace theirs in an existing results.json and the others are kept, each
+//! stamped with when it ran. A benchmark, not a test: nothing here asserts a speed, and
+//! a section that fails is reported and leaves the others standing.
 
-use std::{io::Write as _, net::Ipv4Addr, time::Instant};
+use std::{path::PathBuf, time::Instant};
 
 use anyhow::Context as _;
-use lb_tests::{
-    packet::{self, edit, CLIENT4, CLIENT6},
-    scenario::{addrs::*, Scenario},
-};
-
-const HOT_REPEAT: u32 = 1_000_000;
-
-struct Path {
-    key: &'static str,
-    what: &'static str,
-    frame: Vec<u8>,
-    /// Whether re-running on the program's own output repeats the same work.
-    hot: bool,
-    noop: bool,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use lb_tests::bench::{self, report, SECTIONS};
+use serde_json::{json, Map, Value};
 
 fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (hot_calls, single_calls) = if quick { (3, 5_000) } else { (7, 50_000) };
-    let mut s = Scenario::new("lbt-bench")?;
-    let _ = &mut s;
-    let (dr4, dr4p) = DR4;
-    let (dr6, dr6p) = DR6;
-    let (t4, t4p) = TUN4;
-    let syn4 = packet::tcp4_syn(CLIENT4, 40000, dr4, dr4p);
-    let est4 = edit::tcp_flags(&syn4, 34, 0x18);
-    let syn6 = packet::tcp6_syn(CLIENT6, 40000, dr6, dr6p);
-    let est6 = edit::tcp_flags(&syn6, 54, 0x18);
-    let paths = vec![
-        Path {
-            key: "noop",
-            what: "no-op XDP program (baseline)",
-            frame: est4.clone(),
-            hot: true,
-            noop: true,
-        },
-        Path {
-            key: "non_vip_pass",
-            what: "TCP v4 to a non-VIP address: pass",
-            frame: packet::tcp4_syn(CLIENT4, 40000, Ipv4Addr::new(198, 18, 2, 1), 22),
-            hot: true,
-            noop: false,
-        },
-        Path {
-            key: "tcp4_established",
-            what: "TCP v4 ACK, flow-table hit, DR",
-            frame: est4,
-            hot: true,
-            noop: false,
-        },
-        Path {
-            key: "tcp4_new_flow",
-            what: "TCP v4 SYN: Maglev pick + flow insert, DR",
-            frame: syn4.clone(),
-            hot: true,
-            noop: false,
-        },
-        Path {
-            key: "tcp6_established",
-            what: "TCP v6 ACK, flow-table hit, DR",
-            frame: est6,
-            hot: true,
-            noop: false,
-        },
-        Path {
-            key: "udp4_tunnel",
-            what: "UDP v4, flow-table hit, IPIP encapsulation",
-            frame: packet::udp4(CLIENT4, 40001, t4, t4p, &[0u8; 64]),
-            hot: false,
-            noop: false,
-        },
-        Path {
-            key: "icmp_too_big",
-            what: "UDP v4 too big for the tunnel: ICMP frag-needed reply",
-            frame: packet::udp4(CLIENT4, 40002, t4, t4p, &[0u8; 1490 - 28]),
-            hot: false,
-            noop: false,
-        },
-    ];
-    // Warm the flow table so the "established" paths hit.
-    s.lb.enter(|| -> anyhow::Result<()> {
-        for f in [&syn4, &syn6, &paths[5].frame] {
-            s.dp.test_run(f, 1, 256, Some(s.fx0))?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| {
+            args.get(i + 1)
+                .map(|s| s.split(',').map(str::to_owned).collect())
+                .context("--only needs a comma-separated list of sections")
+        })
+        .transpose()?;
+    let selected: Vec<(&str, &str)> = match &only {
+        None => SECTIONS.to_vec(),
+        Some(names) => {
+            for n in names {
+                if !SECTIONS.iter().any(|(s, _)| s == n) {
+                    anyhow::bail!(
+                        "no benchmark section `{n}`; sections: {}",
+                        SECTIONS
+                            .iter()
+                            .map(|(s, _)| *s)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+            SECTIONS
+                .iter()
+                .copied()
+                .filter(|(s, _)| names.iter().any(|n| n == s))
+                .collect()
         }
-        Ok(())
-    })??;
+    };
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).context("creating target/bench")?;
+    let results_path = dir.join("results.json");
+    // Keep the sections not run this time (only with --only).
+    let mut results: Map<String, Value> = if only.is_some() {
+        std::fs::read_to_string(&results_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    } else {
+        Map::new()
+    };
+    results.insert(
+        "machine".into(),
+        json!({"cpus": num_cpus(), "kernel": kernel(), "cpu_model": cpu_model()}),
+    );
 
     println!(
-        "lb bench: per-packet cost, BPF_PROG_TEST_RUN, {} (machine: {} CPUs, kernel {})",
+        "lb bench ({}): {} on {} CPUs ({}), kernel {}",
         if quick { "quick" } else { "full" },
+        selected
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .join(", "),
         num_cpus(),
+        cpu_model(),
         kernel()
     );
-    let mut rows = Vec::new();
-    for p in &paths {
+    let suite = Instant::now();
+    let mut failed = Vec::new();
+    for (name, key) in &selected {
         let started = Instant::now();
-        let (hot, single) = s.lb.enter(|| -> anyhow::Result<(Option<f64>, f64)> {
-            let mut run = |repeat: u32| -> anyhow::Result<f64> {
-                let out = if p.noop {
-                    s.dp.test_run_noop(&p.frame, repeat)?
-                } else {
-                    s.dp.test_run(&p.frame, repeat, 256, Some(s.fx0))?
+        println!("==> {name}");
+        let progress = |line: &str| println!("  {name}: {line}");
+        match bench::run_section(name, quick, &progress) {
+            Ok(Value::Object(mut section)) => {
+                let detail = section.remove("detail");
+                results.insert((*key).into(), Value::Object(section));
+                let details = results
+                    .entry("details")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .context("results.json: `details` is not an object")?;
+                match detail {
+                    Some(d) => details.insert((*name).into(), d),
+                    None => details.remove(*name),
                 };
-                Ok(out.duration.as_nanos() as f64)
-            };
-            let hot = if p.hot {
-                let mut v = Vec::new();
-                for _ in 0..hot_calls {
-                    v.push(run(HOT_REPEAT)?);
-                }
-                Some(median(v))
-            } else {
-                None
-            };
-            let mut v = Vec::with_capacity(single_calls);
-            for _ in 0..single_calls {
-                v.push(run(1)?);
+                stamp(&mut results, name, quick, started.elapsed().as_secs_f64())?;
+                println!(
+                    "==> {name}: done in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
             }
-            Ok((hot, median(v)))
-        })??;
-        println!(
-            "  {:<18} hot {:>8}  repeat-1 {:>7.0} ns   {}   ({:.1}s)",
-            p.key,
-            hot.map_or("-".to_string(), |h| format!("{h:.1} ns")),
-            single,
-            p.what,
-            started.elapsed().as_secs_f64()
-        );
-        rows.push((p.key, p.what, hot, single));
-    }
-    let noop_hot = rows[0].2.unwrap_or(0.0);
-    let noop_single = rows[0].3;
-    println!("  ratios against the no-op measured the same way: hot / repeat-1");
-    for (key, _, hot, single) in &rows[1..] {
-        println!(
-            "  {:<18} {:>6}   {:>5.2}x",
-            key,
-            hot.map_or("-".into(), |h| format!("{:.2}x", h / noop_hot.max(0.1))),
-            single / noop_single.max(0.1)
-        );
+            Ok(other) => {
+                failed.push(format!("{name}: returned {other} instead of an object"));
+            }
+            Err(e) => {
+                println!("==> {name}: FAILED: {e:#}");
+                failed.push(format!("{name}: {e:#}"));
+            }
+        }
     }
 
-    let json = rows
-        .iter()
-        .map(|(key, what, hot, single)| {
-            format!(
-                "    \"{key}\": {{\"what\": \"{what}\", \"hot_ns\": {}, \"repeat1_ns\": {single:.1}}}",
-                hot.map_or("null".into(), |h| format!("{h:.1}"))
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",\n");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir).context("creating target/bench")?;
-    let path = dir.join("dataplane.json");
-    let mut f = std::fs::File::create(&path).context("writing dataplane.json")?;
-    writeln!(
-        f,
-        "{{\n  \"machine\": {{\"cpus\": {}, \"kernel\": \"{}\"}},\n  \"method\": \"BPF_PROG_TEST_RUN; hot = median of {hot_calls} calls x {HOT_REPEAT} repeats; repeat1 = median of {single_calls} single runs\",\n  \"dataplane_ns\": {{\n{json}\n  }}\n}}",
-        num_cpus(),
-        kernel()
-    )?;
-    println!("lb bench: wrote {}", path.display());
+    let text = serde_json::to_string_pretty(&Value::Object(results.clone()))?;
+    std::fs::write(&results_path, text + "\n").context("writing results.json")?;
+    let report_path = report::write(&dir, &results)?;
+    println!(
+        "lb bench: wrote {} and {} in {:.0}s",
+        results_path.display(),
+        report_path.display(),
+        suite.elapsed().as_secs_f64()
+    );
+    println!("{}", report::summary(&results));
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} section(s) failed:\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Records when and how a section ran, so a results.json merged from `--only` runs says
+/// which figures came from which run.
+fn stamp(
+    results: &mut Map<String, Value>,
+    name: &str,
+    quick: bool,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    results
+        .entry("runs")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .context("results.json: `runs` is not an object")?
+        .insert(
+            name.into(),
+            json!({"unix_time": unix, "quick": quick, "seconds": (seconds * 10.0).round() / 10.0}),
+        );
     Ok(())
 }
 
@@ -195,4 +162,16 @@ fn num_cpus() -> usize {
 fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }
