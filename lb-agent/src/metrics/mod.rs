@@ -21,7 +21,7 @@ pub mod prometheus;
 pub mod sink;
 #[cfg(test)]
 mod tests;
-mod time;
+pub mod time;
 
 use std::{net::IpAddr, time::SystemTime};
 

@@ -9,7 +9,7 @@ pub(crate) fn epoch_millis(at: SystemTime) -> u64 {
 }
 
 /// `2026-11-22T08:40:00.000Z`.
-pub(crate) fn iso8601(at: SystemTime) -> String {
+pub fn iso8601(at: SystemTime) -> String {
     let ms = epoch_millis(at);
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -26,6 +26,15 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("http", "http"),
 ];
 
+/// The section names, comma-separated (for messages).
+pub fn names() -> String {
+    SECTIONS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs one section by name.
 pub fn run_section(
     name: &str,
@@ -42,14 +51,7 @@ pub fn run_section(
             Ok(serde_json::to_value(rates)?)
         }
         "http" => http::run(quick, progress),
-        other => anyhow::bail!(
-            "no benchmark section `{other}`; sections: {}",
-            SECTIONS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        other => anyhow::bail!("no benchmark section `{other}`; sections: {}", names()),
     }
 }
 

@@ -466,24 +466,10 @@ fn svg(panels: &[Panel]) -> String {
     s
 }
 
-/// `YYYY-MM-DD HH:MM` for a Unix time (civil-from-days, proleptic Gregorian).
+/// `YYYY-MM-DD HH:MM` (UTC) for a Unix time.
 fn utc(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    lb_agent::metrics::time::iso8601(at)[..16].replacen('T', " ", 1)
 }
 
 /// A value with sensible precision for a chart label.

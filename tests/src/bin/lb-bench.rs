@@ -30,14 +30,7 @@ fn main() -> anyhow::Result<()> {
         Some(names) => {
             for n in names {
                 if !SECTIONS.iter().any(|(s, _)| s == n) {
-                    anyhow::bail!(
-                        "no benchmark section `{n}`; sections: {}",
-                        SECTIONS
-                            .iter()
-                            .map(|(s, _)| *s)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
+                    anyhow::bail!("no benchmark section `{n}`; sections: {}", bench::names());
                 }
             }
             SECTIONS
