@@ -16,7 +16,7 @@
 //! the gauges of that sample are its end values.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -209,8 +209,19 @@ impl Aggregator {
     }
 
     fn accumulate(&mut self, prev: &Sample, now: &Sample) {
-        let failing_open =
-            |group: &str| now.targets.iter().any(|t| t.group == group && t.fail_open);
+        // Indexed once per sample: with thousands of targets a search per target would
+        // cost millions of comparisons a second.
+        let failing_open: HashSet<&str> = now
+            .targets
+            .iter()
+            .filter(|t| t.fail_open)
+            .map(|t| t.group.as_str())
+            .collect();
+        let before_targets: HashMap<(&str, IpAddr), &TargetSample> = prev
+            .targets
+            .iter()
+            .map(|t| ((t.group.as_str(), t.address), t))
+            .collect();
         for vip in &now.vips {
             let Some(before) = prev.vips.iter().find(|v| v.name == vip.name) else {
                 continue;
@@ -218,18 +229,14 @@ impl Aggregator {
             let d = counter_delta(&before.counter, &vip.counter);
             let t = self.vips.entry(vip.name.clone()).or_default();
             add(&mut t.counts, &d);
-            if failing_open(&vip.target_group) {
+            if failing_open.contains(vip.target_group.as_str()) {
                 t.unhealthy_routed += d.new_flows;
             }
             t.window_packets += d.packets;
             t.window_bytes += d.bytes;
         }
         for target in &now.targets {
-            let Some(before) = prev
-                .targets
-                .iter()
-                .find(|t| t.group == target.group && t.address == target.address)
-            else {
+            let Some(before) = before_targets.get(&(target.group.as_str(), target.address)) else {
                 continue;
             };
             let d = counter_delta(&before.counter, &target.counter);
