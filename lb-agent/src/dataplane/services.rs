@@ -214,19 +214,42 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Map { name, source })?;
         let now = monotonic_ns();
         let mut counts = std::collections::HashMap::<(u32, u32), FlowTally>::new();
-        // An entry evicted between listing and reading is simply not counted.
-        for (k, v) in m.iter().flatten() {
-            let t = counts.entry((v.vip_id, v.backend_id)).or_default();
-            t.entries += 1;
-            let idle = now.saturating_sub(v.last_seen());
-            if k.proto == lb_common::service::PROTO_UDP {
-                if idle <= udp_idle {
-                    t.active_udp += 1;
-                }
-            } else if !v.closing() && idle <= TCP_ACTIVE_NS {
-                t.active_tcp += 1;
+        // In batches (one system call per few thousand entries); entry by entry only
+        // where the kernel refuses batches. The map's key and value sizes were checked
+        // against FlowKey and FlowValue when it was loaded or adopted.
+        let walked =
+            batch::for_each_hash_entry::<FlowKey, FlowValue>(m.map().fd().as_fd(), |k, v| {
+                tally(&mut counts, k, v, now, udp_idle)
+            });
+        if let Err(error) = walked {
+            tracing::debug!(%error, "batched flow-table walk refused; walking entry by entry");
+            counts.clear();
+            // An entry evicted between listing and reading is simply not counted.
+            for (k, v) in m.iter().flatten() {
+                tally(&mut counts, &k, &v, now, udp_idle);
             }
         }
         Ok(counts)
+    }
+}
+
+/// Counts one flow-table entry into its (VIP, backend) tally: TCP entries are active
+/// while not closing and seen within NLB's idle timeout, UDP ones within the VIP's.
+fn tally(
+    counts: &mut std::collections::HashMap<(u32, u32), FlowTally>,
+    k: &FlowKey,
+    v: &FlowValue,
+    now: u64,
+    udp_idle: u64,
+) {
+    let t = counts.entry((v.vip_id, v.backend_id)).or_default();
+    t.entries += 1;
+    let idle = now.saturating_sub(v.last_seen());
+    if k.proto == lb_common::service::PROTO_UDP {
+        if idle <= udp_idle {
+            t.active_udp += 1;
+        }
+    } else if !v.closing() && idle <= TCP_ACTIVE_NS {
+        t.active_tcp += 1;
     }
 }
