@@ -179,11 +179,7 @@ fn ensure_test_tools(report: &Report, apt: &mut Apt) -> Result<()> {
         .chain(TEST_PYTHON_PACKAGES.iter().copied())
         .collect();
     let detail = names.join(", ");
-    let mut missing: Vec<&str> = TEST_TOOLS
-        .iter()
-        .filter(|(command, _)| process::which(command).is_none())
-        .map(|(_, package)| *package)
-        .collect();
+    let mut missing = missing_packages(TEST_TOOLS);
     missing.extend(apt.missing(TEST_PYTHON_PACKAGES));
     if missing.is_empty() {
         report.ok(STEP, &detail);
@@ -192,12 +188,7 @@ fn ensure_test_tools(report: &Report, apt: &mut Apt) -> Result<()> {
     report.act(STEP, &detail, &format!("installing {}", missing.join(" ")));
     apt.install(&missing)
         .context("could not install the test tools")?;
-    if let Some((command, package)) = TEST_TOOLS
-        .iter()
-        .find(|(command, _)| process::which(command).is_none())
-    {
-        bail!("`{command}` is still missing after installing {package}");
-    }
+    ensure_present(TEST_TOOLS)?;
     if let Some(package) = apt.missing(TEST_PYTHON_PACKAGES).first() {
         bail!("{package} is still not installed after installing it");
     }
@@ -207,11 +198,7 @@ fn ensure_test_tools(report: &Report, apt: &mut Apt) -> Result<()> {
 
 /// Installs the benchmark-only tools; called by `cargo xtask bench`, not by every command.
 pub fn ensure_bench_tools() -> Result<()> {
-    let missing: Vec<&str> = BENCH_TOOLS
-        .iter()
-        .filter(|(command, _)| process::which(command).is_none())
-        .map(|(_, package)| *package)
-        .collect();
+    let missing = missing_packages(BENCH_TOOLS);
     if missing.is_empty() {
         return Ok(());
     }
@@ -219,7 +206,21 @@ pub fn ensure_bench_tools() -> Result<()> {
     Apt::default()
         .install(&missing)
         .context("could not install the benchmark tools")?;
-    if let Some((command, package)) = BENCH_TOOLS
+    ensure_present(BENCH_TOOLS)
+}
+
+/// The packages of the `(command, package)` pairs whose command is not on PATH.
+fn missing_packages<'a>(tools: &[(&str, &'a str)]) -> Vec<&'a str> {
+    tools
+        .iter()
+        .filter(|(command, _)| process::which(command).is_none())
+        .map(|(_, package)| *package)
+        .collect()
+}
+
+/// Fails naming the first command still missing after its package was installed.
+fn ensure_present(tools: &[(&str, &str)]) -> Result<()> {
+    if let Some((command, package)) = tools
         .iter()
         .find(|(command, _)| process::which(command).is_none())
     {
