@@ -34,6 +34,29 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// Runs the batch command `cmd` with `attr`; the kernel writes back `attr.count` (and
+/// the out token).
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for what `cmd` reads or writes through it, for
+/// `attr.count` entries of the map's key and value sizes.
+unsafe fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a fully initialised `bpf_attr` batch member (the caller vouches for
+    // its pointers); the kernel reads at most `size_of::<BatchAttr>()` bytes of it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets slots `0..values.len()` of the `u32` array map `fd` in one system call. On
 /// error, slots before the failing one may already be written (the callers write maps
 /// that are not yet visible to the data plane).
@@ -51,20 +74,8 @@ pub fn set_u32_array(fd: BorrowedFd<'_>, values: &[u32]) -> io::Result<()> {
         map_fd: fd.as_raw_fd() as u32,
         ..BatchAttr::default()
     };
-    // SAFETY: `attr` is a valid, fully initialised `bpf_attr` batch member whose key and
-    // value pointers cover `count` u32 each and outlive the call; the kernel reads no
-    // further than `size_of::<BatchAttr>()` bytes of it and writes back only `count`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: the key and value pointers cover `count` u32 each and outlive the call.
+    unsafe { bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) }?;
     if attr.count != count {
         return Err(io::Error::other(format!(
             "the kernel wrote {} of {count} slots",
@@ -104,29 +115,25 @@ pub fn for_each_hash_entry<K: Copy, V: Copy>(
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid batch member; the key and value buffers hold `chunk`
-        // entries of the map's key and value sizes, the tokens are u32 as hash maps use,
-        // and all of them outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as libc::c_uint,
-            )
+        // SAFETY: the key and value buffers hold `chunk` entries of the map's key and
+        // value sizes, the tokens are u32 as hash maps use, and all of them outlive the
+        // call.
+        let done = match unsafe { bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+            Ok(()) => false,
+            Err(error) => match error.raw_os_error() {
+                // A bucket holds more entries than asked for: ask for more, from the
+                // same place.
+                Some(libc::ENOSPC) if attr.count == 0 && chunk < (1 << 20) => {
+                    chunk *= 2;
+                    keys.resize(chunk as usize * key_size, 0);
+                    values.resize(chunk as usize * value_size, 0);
+                    continue;
+                }
+                // The walk reached the end (with this last, partial batch).
+                Some(libc::ENOENT) => true,
+                _ => return Err(error),
+            },
         };
-        let error = (rc < 0).then(io::Error::last_os_error);
-        match error.as_ref().and_then(io::Error::raw_os_error) {
-            // A bucket holds more entries than asked for: ask for more, from the same place.
-            Some(libc::ENOSPC) if attr.count == 0 && chunk < (1 << 20) => {
-                chunk *= 2;
-                keys.resize(chunk as usize * key_size, 0);
-                values.resize(chunk as usize * value_size, 0);
-                continue;
-            }
-            None | Some(libc::ENOENT) => {}
-            Some(_) => return Err(error.unwrap_or_else(io::Error::last_os_error)),
-        }
         for i in 0..attr.count.min(chunk) as usize {
             // SAFETY: the kernel wrote `attr.count` whole entries; `K` and `V` are plain
             // `Copy` data of exactly the map's key and value sizes, read unaligned.
@@ -138,8 +145,7 @@ pub fn for_each_hash_entry<K: Copy, V: Copy>(
             };
             f(&k, &v);
         }
-        // ENOENT: the walk reached the end (with this last partial batch).
-        if error.is_some() {
+        if done {
             return Ok(());
         }
         in_batch = out_batch;
