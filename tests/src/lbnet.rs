@@ -288,7 +288,7 @@ impl LbNet {
             decap.add_address(backend_v4(i).into())?;
             decap.add_address(backend_v6(i).into())?;
             ns.enter(|| decap.attach(&bif, AttachMode::Native))??;
-            ensure_native_xdp(&ns, &bif)?;
+            ns.ensure_native_xdp(&bif)?;
             hosts.push(BackendHost {
                 index: i,
                 ns,
@@ -301,7 +301,7 @@ impl LbNet {
 
         let mut dp = production_dataplane()?;
         lb.enter(|| dp.attach("l0", AttachMode::Native))??;
-        ensure_native_xdp(&lb, "l0")?;
+        lb.ensure_native_xdp("l0")?;
         for i in 0..BACKENDS {
             // The device map resolves the ifindex in the *caller's* namespace: outside
             // the lb namespace it would name (or miss) some other interface.
@@ -488,18 +488,6 @@ pub fn disable_tx_checksum_offload(ns: &Ns, ifname: &str) -> anyhow::Result<()> 
         }
         Ok(())
     })?
-}
-
-/// Fails unless `ifname` in `ns` has a driver-mode (not generic) XDP program.
-fn ensure_native_xdp(ns: &Ns, ifname: &str) -> anyhow::Result<()> {
-    let out = ns.ip(&["-d", "link", "show", "dev", ifname])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        text.contains("prog/xdp ") && !text.contains("xdpgeneric"),
-        "expected a native XDP program on {ifname} in {}:\n{text}",
-        ns.name
-    );
-    Ok(())
 }
 
 fn is_timeout(e: &io::Error) -> bool {

@@ -204,7 +204,27 @@ pub struct Ns {
     pub name: String,
 }
 
+/// `aa:bb:cc:dd:ee:ff`, as `ip neigh` takes it.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 impl Ns {
+    /// Fails unless `ifname` here has a driver-mode (not generic) XDP program.
+    pub fn ensure_native_xdp(&self, ifname: &str) -> Result<()> {
+        let out = self.ip(&["-d", "link", "show", "dev", ifname])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(
+            text.contains("prog/xdp ") && !text.contains("xdpgeneric"),
+            "expected a native XDP program on {ifname} in {}:\n{text}",
+            self.name
+        );
+        Ok(())
+    }
+
     /// The bind mount that pins this namespace, the handle for `setns(2)`.
     pub fn path(&self) -> PathBuf {
         PathBuf::from(NETNS_RUN_DIR).join(&self.name)
@@ -600,6 +620,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn macs_read_as_ip_neigh_takes_them() {
+        assert_eq!(mac_text([0xde, 0xad, 0, 1, 2, 0xff]), "de:ad:00:01:02:ff");
+    }
 
     /// Namespaces currently listed under `prefix`.
     fn listed(prefix: &str) -> Result<Vec<String>> {

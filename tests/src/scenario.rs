@@ -148,11 +148,7 @@ impl Scenario {
         });
         for b in &backends {
             let Some(mac) = b.mac else { continue };
-            let mac = mac
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
+            let mac = crate::netns::mac_text(mac);
             let dev = if b.via_fx2 { "fx2" } else { "fx0" };
             lb.ip(&[
                 "neigh",

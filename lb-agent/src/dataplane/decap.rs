@@ -21,6 +21,24 @@ use tracing::info;
 
 use super::{test_run::run_xdp, AttachMode, DataplaneError, TestRunOutcome};
 
+/// Loads `object` for programs other than `lb_xdp` (`lb_decap`, the benchmark's): the
+/// load balancer's maps are in the object too, so they are made as small as the kernel
+/// allows (an LRU map wants at least one entry per CPU).
+pub fn load_without_lb_maps(object: &[u8]) -> Result<Ebpf, aya::EbpfError> {
+    let mut loader = EbpfLoader::new();
+    for name in [
+        maps::VIPS,
+        maps::RINGS,
+        maps::BACKENDS,
+        maps::VIP_STATS,
+        maps::BACKEND_STATS,
+    ] {
+        loader.map_max_entries(name, 1);
+    }
+    loader.map_max_entries(maps::FLOWS, 1024);
+    loader.load(object)
+}
+
 /// A loaded `lb_decap`, attached or not.
 pub struct DecapPlane {
     ebpf: Ebpf,
@@ -29,20 +47,7 @@ pub struct DecapPlane {
 
 impl DecapPlane {
     pub fn load(object: &[u8]) -> Result<Self, DataplaneError> {
-        let mut loader = EbpfLoader::new();
-        // The load balancer's maps are in the object too; make them as small as the
-        // kernel allows (an LRU map wants at least one entry per CPU).
-        for name in [
-            maps::VIPS,
-            maps::RINGS,
-            maps::BACKENDS,
-            maps::VIP_STATS,
-            maps::BACKEND_STATS,
-        ] {
-            loader.map_max_entries(name, 1);
-        }
-        loader.map_max_entries(maps::FLOWS, 1024);
-        let mut ebpf = loader.load(object)?;
+        let mut ebpf = load_without_lb_maps(object)?;
         for &name in maps::DECAP_ALL {
             ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
         }

@@ -86,10 +86,11 @@ use anyhow::{ensure, Context as _, Result};
 use aya::{
     maps::{Array, DevMap, MapData, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use etherparse::PacketBuilder;
-use lb_common::{maps, programs};
+use lb_agent::dataplane::decap::load_without_lb_maps;
+use lb_common::programs;
 use nix::{
     sched::{sched_getaffinity, sched_setaffinity, CpuSet},
     unistd::{gettid, Pid},
@@ -99,7 +100,7 @@ use serde::Serialize;
 use super::median;
 use crate::{
     agentnet::{agent_binary, follow_log, wait_for_line},
-    netns::{require_root, ChildGuard, Ns, Topology},
+    netns::{mac_text, require_root, ChildGuard, Ns, Topology},
 };
 
 /// Names the benchmark object: lb-ebpf built with its `bench` feature, the production
@@ -472,7 +473,7 @@ impl Net {
             ns.addr(&sif, &format!("{}/24", sink_addr(i)))?;
             // The sink drops everything at XDP, ARP included: its address is resolved
             // statically, as a router's would be after its first answer.
-            let mac = fmt_mac(ns.mac(&sif)?);
+            let mac = mac_text(ns.mac(&sif)?);
             lb.ip(&[
                 "neigh",
                 "replace",
@@ -504,7 +505,7 @@ impl Net {
     /// `system` down again.
     fn measure(&self, system: System, settings: &Settings) -> Result<SystemRun> {
         let running = self.start(system)?;
-        ensure_native_xdp(&self.lb, "l0")?;
+        self.lb.ensure_native_xdp("l0")?;
         let stop = AtomicBool::new(false);
         let tids = Mutex::new(Vec::new());
         let deadline = Instant::now() + settings.warmup + settings.window + DEADLINE_SLACK;
@@ -915,22 +916,10 @@ fn bench_object() -> Result<Vec<u8>> {
     })
 }
 
-/// Loads the benchmark object with the load balancer's big maps at their smallest, as
-/// `DecapPlane` does (only the `lb_bench_*` programs and `lb_noop` are used from it).
+/// Loads the benchmark object with the load balancer's big maps at their smallest (only
+/// the `lb_bench_*` programs and `lb_noop` are used from it).
 fn load_object(object: &[u8]) -> Result<Ebpf> {
-    let mut loader = EbpfLoader::new();
-    for name in [
-        maps::VIPS,
-        maps::RINGS,
-        maps::BACKENDS,
-        maps::VIP_STATS,
-        maps::BACKEND_STATS,
-    ] {
-        loader.map_max_entries(name, 1);
-    }
-    loader.map_max_entries(maps::FLOWS, 1024);
-    loader
-        .load(object)
+    load_without_lb_maps(object)
         .with_context(|| format!("loading the benchmark eBPF object ({BENCH_OBJECT_VAR})"))
 }
 
@@ -971,7 +960,7 @@ impl Sink {
         cfg.set(1, u32::from(VIP_PORT), 0)?;
         cfg.set(2, u32::from(own), 0)?;
         ns.enter(|| attach(&mut ebpf, PROG_SINK, ifname))??;
-        ensure_native_xdp(ns, ifname)?;
+        ns.ensure_native_xdp(ifname)?;
         Ok(Self { ebpf })
     }
 
@@ -1096,25 +1085,6 @@ fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
     }
 }
 
-/// Fails unless `ifname` in `ns` has a driver-mode (not generic) XDP program.
-fn ensure_native_xdp(ns: &Ns, ifname: &str) -> Result<()> {
-    let out = ns.ip(&["-d", "link", "show", "dev", ifname])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        text.contains("prog/xdp ") && !text.contains("xdpgeneric"),
-        "expected a native XDP program on {ifname} in {}:\n{text}",
-        ns.name
-    );
-    Ok(())
-}
-
-fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1129,7 +1099,6 @@ mod tests {
         assert_eq!(&frame[40..42], &[0, 0]);
         assert!(nft_rules().contains("numgen random mod 3"));
         assert!(agent_config("tunnel").contains("mode = \"tunnel\""));
-        assert_eq!(fmt_mac([0xde, 0xad, 0, 1, 2, 0xff]), "de:ad:00:01:02:ff");
     }
 
     #[test]
