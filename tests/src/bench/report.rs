@@ -343,46 +343,44 @@ fn markdown(r: &Results<'_>) -> String {
     md
 }
 
+/// One bar per entry of `rows`, its value at the results key `key(row key)`.
+fn bars(
+    r: &Results<'_>,
+    rows: &[(&str, &str)],
+    key: impl Fn(&str) -> String,
+) -> Vec<(String, Option<f64>)> {
+    rows.iter()
+        .map(|(row, _)| ((*row).to_owned(), r.num(&key(row))))
+        .collect()
+}
+
 fn dataplane_chart(r: &Results<'_>) -> String {
-    let bars = PATHS
-        .iter()
-        .map(|(key, _)| ((*key).to_owned(), r.num(&format!("dataplane_ns.{key}"))))
-        .collect::<Vec<_>>();
     svg(&[Panel {
         title: "ns per packet by path (lower is better)",
         unit: "ns",
-        bars,
+        bars: bars(r, PATHS, |k| format!("dataplane_ns.{k}")),
     }])
 }
 
 fn e2e_chart(r: &Results<'_>) -> String {
-    let bars = E2E
-        .iter()
-        .map(|(key, _)| ((*key).to_owned(), r.num(&format!("e2e_mpps.{key}"))))
-        .collect::<Vec<_>>();
     svg(&[Panel {
         title: "packet rate by system, Mpps (higher is better)",
         unit: "Mpps",
-        bars,
+        bars: bars(r, E2E, |k| format!("e2e_mpps.{k}")),
     }])
 }
 
 fn http_chart(r: &Results<'_>) -> String {
-    let field = |f: &str| {
-        HTTP.iter()
-            .map(|(key, _)| ((*key).to_owned(), r.num(&format!("http.{key}.{f}"))))
-            .collect::<Vec<_>>()
-    };
     svg(&[
         Panel {
             title: "requests/s by system (higher is better)",
             unit: "req/s",
-            bars: field("rps"),
+            bars: bars(r, HTTP, |k| format!("http.{k}.rps")),
         },
         Panel {
             title: "p99 latency by system, ms (lower is better)",
             unit: "ms",
-            bars: field("p99_ms"),
+            bars: bars(r, HTTP, |k| format!("http.{k}.p99_ms")),
         },
     ])
 }
