@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup as FibParams,
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use lb_common::{
@@ -62,19 +62,19 @@ struct NextHop {
     dmac: [u8; 6],
 }
 
-/// The next hop towards backend `slot` at `dst`, for `tot_len` bytes of IP: from the
-/// per-CPU cache while it is fresh (see [`NEXT_HOP_TTL_NS`]), else from the FIB.
+/// The next hop towards the chosen backend at `dst`, for `tot_len` bytes of IP: from the
+/// per-CPU cache while it is fresh at `choice.now` (see [`NEXT_HOP_TTL_NS`]), else from
+/// the FIB.
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
-    slot: u32,
+    choice: &Choice,
     family: u8,
     dst: &[u8; 16],
     tot_len: usize,
     pkt: &Packet,
 ) -> Result<NextHop, HopError> {
-    // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (slot, now) = (choice.backend_id, choice.now);
     let ingress = ctx.ingress_ifindex() as u32;
     let cached = NEXT_HOPS.get_ptr_mut(slot);
     if let Some(c) = cached {
@@ -218,7 +218,7 @@ pub fn direct(ctx: &XdpContext, pkt: &Packet, choice: &Choice) -> Out {
     }
     match next_hop(
         ctx,
-        choice.backend_id,
+        choice,
         pkt.key.family,
         &choice.backend.addr,
         pkt.ip_len,
@@ -249,7 +249,7 @@ pub fn tunnel(
     }
     let nh = match next_hop(
         ctx,
-        choice.backend_id,
+        choice,
         choice.backend.family,
         &choice.backend.addr,
         outer_len,

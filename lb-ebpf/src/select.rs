@@ -42,6 +42,15 @@ pub fn vip_for(pkt: &Packet) -> Option<VipMeta> {
     unsafe { VIPS.get(&key) }.copied()
 }
 
+/// The coarse clock (CLOCK_MONOTONIC_COARSE, a tick of 1-10 ms) is all the idle timeouts,
+/// the TCP activity stamp, the flood window and the next-hop cache need, at a fraction of
+/// the precise clock's cost. The agent reads the stamps against CLOCK_MONOTONIC.
+#[inline(always)]
+fn coarse_now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 /// The backend chosen for a packet.
 pub struct Choice {
     pub backend_id: u32,
@@ -50,6 +59,9 @@ pub struct Choice {
     pub hash: u32,
     /// A flow the flow table did not know (counted as a new flow).
     pub new_flow: bool,
+    /// The coarse monotonic clock when the choice was made (read once per packet; the
+    /// next-hop cache uses it too).
+    pub now: u64,
 }
 
 #[inline(always)]
@@ -91,6 +103,7 @@ pub fn choose(
     bytes: u64,
 ) -> Result<Choice, DropReason> {
     let flow_hash = || lb_common::hash::flow_hash(&pkt.key, vip.flags, cfg.hash_seed);
+    let now = coarse_now();
 
     // Fragment routing hashes (source, destination, protocol) only, for every packet of
     // the VIP; a flow table keyed on ports cannot serve it, so it is bypassed.
@@ -105,16 +118,12 @@ pub fn choose(
             backend: backend(id)?,
             hash,
             new_flow: false,
+            now,
         });
     }
 
     let tcp = pkt.key.proto == PROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    // The coarse clock (CLOCK_MONOTONIC_COARSE, a few ms of resolution) is all the idle
-    // timeouts, the TCP activity stamp and the flood window need, at a fraction of the
-    // precise clock's cost. The agent reads the stamps against CLOCK_MONOTONIC.
-    // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(entry) = FLOWS.get_ptr_mut(&pkt.key) {
         // SAFETY: the pointer is valid for this program run; a concurrent update of the
@@ -152,6 +161,7 @@ pub fn choose(
                 backend: b,
                 hash,
                 new_flow: false,
+                now,
             });
         } else {
             // The backend was removed since: re-hash onto the current ring.
@@ -183,6 +193,7 @@ pub fn choose(
         backend: b,
         hash,
         new_flow: true,
+        now,
     })
 }
 
@@ -192,6 +203,7 @@ pub fn choose(
 #[inline(always)]
 pub fn existing(key: &FlowKey, vip: &VipMeta, cfg: &LbConfig) -> Result<Choice, DropReason> {
     let hash = lb_common::hash::flow_hash(key, vip.flags, cfg.hash_seed);
+    let now = coarse_now();
     if vip.flags & vip_flags::FRAG_ROUTE == 0 {
         // SAFETY: the value is copied out before any other map operation.
         if let Some(entry) = unsafe { FLOWS.get(key) } {
@@ -202,6 +214,7 @@ pub fn existing(key: &FlowKey, vip: &VipMeta, cfg: &LbConfig) -> Result<Choice, 
                         backend: b,
                         hash,
                         new_flow: false,
+                        now,
                     });
                 }
             }
@@ -213,6 +226,7 @@ pub fn existing(key: &FlowKey, vip: &VipMeta, cfg: &LbConfig) -> Result<Choice, 
         backend: backend(id)?,
         hash,
         new_flow: false,
+        now,
     })
 }
 
