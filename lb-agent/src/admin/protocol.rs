@@ -605,9 +605,9 @@ pub struct ApplyResult {
 
 impl ApplyResult {
     /// The result for an apply (or dry run) the agent computed with
-    /// [`crate::services::Services`]; `flows_touched` is left unknown for the caller to
+    /// [`crate::install::Services`]; `flows_touched` is left unknown for the caller to
     /// fill in from the flow table.
-    pub fn from_report(report: &crate::services::ApplyReport, dry_run: bool) -> Self {
+    pub fn from_report(report: &crate::install::ApplyReport, dry_run: bool) -> Self {
         let mut vips: Vec<VipApply> = report
             .changed
             .iter()
@@ -805,8 +805,8 @@ pub(crate) mod tests {
     #[test]
     fn apply_result_from_report() {
         use crate::{
+            install::{ApplyReport, VipChange},
             maglev::Disruption,
-            services::{ApplyReport, VipChange},
         };
         let report = ApplyReport {
             changed: vec![

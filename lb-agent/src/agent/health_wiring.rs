@@ -7,7 +7,8 @@ use super::AgentState;
 use crate::{
     config::{Config, HealthCheckProtocol},
     health::{AgentCheckSpec, AgentStatus, CheckKind, CheckSpec, HealthEvent, HealthState},
-    lifecycle::{self, Health, TargetKey},
+    lifecycle::{self, Health},
+    target::TargetKey,
 };
 
 /// What the checker should check for `cfg`: every target of every group with checks

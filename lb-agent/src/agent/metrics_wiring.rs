@@ -14,11 +14,12 @@ use super::AgentState;
 use crate::{
     config::MetricsSettings,
     dataplane::services::FlowTally,
-    lifecycle::{self, TargetKey},
+    lifecycle,
     metrics::{
         emf, prometheus, sink::Destination, sink::EmfSink, Aggregator, Period, Sample,
         ServiceCounter, TargetSample, VipSample,
     },
+    target::TargetKey,
 };
 
 /// How stale the flow-table tally may be: walking a large table costs real time (one

@@ -3,8 +3,8 @@
 //! drains, health results and the passing of time (deregistration delays, slow start).
 //!
 //! All of them end in [`AgentState::reconcile`], which asks the lifecycle what should be
-//! served now and, when that differs from what is installed, hands it to `Services`
-//! (which swaps only the rings that change). A change that fails leaves the running
+//! served now ([`Serving`]) and, when that differs from what is installed, hands it to
+//! `Services` (which swaps only the rings that change). A change that fails leaves the running
 //! configuration, the lifecycle and the data plane as they were.
 
 use std::{
@@ -21,8 +21,9 @@ use crate::{
     config::{self, Config, Draft, EditError},
     dataplane::Dataplane,
     health::HealthChecker,
-    lifecycle::{self, Lifecycle, TargetKey, TargetState},
-    services::{ApplyReport, Services, Serving},
+    install::{ApplyReport, Services},
+    lifecycle::{self, Lifecycle, Serving, TargetState},
+    target::TargetKey,
 };
 
 /// Where the running configuration came from.
@@ -53,7 +54,8 @@ pub struct AgentState {
     pub iface: String,
     pub xdp_mode: String,
     pub started: Instant,
-    /// What is installed: the configuration and serving decisions last applied.
+    /// What is installed: the running configuration and the serving decisions last
+    /// applied with it.
     installed: Option<(Config, Serving)>,
     /// Groups failing open at the last reconcile.
     pub failing_open: BTreeSet<String>,
@@ -189,7 +191,7 @@ impl AgentState {
         let plan = next.plan(&cfg, now);
         let report = self
             .services
-            .dry_run_serving(plan.config.as_ref().unwrap_or(&cfg), &plan.serving)
+            .dry_run(&cfg, &plan.serving)
             .map_err(|e| ChangeError::Apply(e.into()))?;
         Ok((cfg, report))
     }
@@ -265,7 +267,7 @@ impl AgentState {
         let unchanged = self
             .installed
             .as_ref()
-            .is_some_and(|(c, s)| Some(c) == plan.config.as_ref() && *s == plan.serving);
+            .is_some_and(|(c, s)| *c == cfg && *s == plan.serving);
         let report = if unchanged {
             None
         } else {
@@ -292,10 +294,9 @@ impl AgentState {
         now: u64,
     ) -> anyhow::Result<ApplyReport> {
         let plan = lifecycle.plan(cfg, now);
-        let effective = plan.config.unwrap_or_else(|| cfg.clone());
         let report = self
             .services
-            .apply_serving(&effective, &plan.serving, &mut self.dp)
+            .apply(cfg, &plan.serving, &mut self.dp)
             .context("applying the configuration")?;
         for g in plan.failing_open.difference(&self.failing_open) {
             warn!(
@@ -307,7 +308,7 @@ impl AgentState {
             info!(group = g, "healthy targets again: no longer failing open");
         }
         self.failing_open = plan.failing_open;
-        self.installed = Some((effective, plan.serving));
+        self.installed = Some((cfg.clone(), plan.serving));
         Ok(report)
     }
 
@@ -336,15 +337,10 @@ impl AgentState {
     /// The ring weight installed for `key` (in thousandths of a weight unit): what new
     /// flows see right now, which may trail the lifecycle's view by up to a second.
     pub fn installed_weight(&self, key: &TargetKey) -> Option<u32> {
-        let (cfg, serving) = self.installed.as_ref()?;
-        let group = cfg.target_group(&key.group)?;
-        let target = group.targets.iter().find(|t| t.address == key.address)?;
-        let serve = serving.of(&key.group, key.address, target.weight);
-        Some(if serve.keeps_flows {
-            serve.ring_weight
-        } else {
-            0
-        })
+        let (_, serving) = self.installed.as_ref()?;
+        serving
+            .target(&key.group, key.address)
+            .map(|t| t.serving.ring_share())
     }
 
     /// What the next agent needs.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::{dataplane, lifecycle::LifecycleState, services::ServicesState};
+use crate::{dataplane, install::ServicesState, lifecycle::LifecycleState};
 
 /// Everything saved between agent runs. Fields added after the first release default,
 /// so a newer agent reads an older agent's file.

@@ -34,9 +34,9 @@ pub use checker::{
 pub use probe::{probe, BODY_LIMIT, USER_AGENT};
 pub use state::{TargetHealth, Transition, FLAP_WINDOW_INTERVALS, MAX_PENALTY_FACTOR};
 
-/// A target: its group and address. The lifecycle's key, so that health events need no
-/// translation.
-pub use crate::lifecycle::TargetKey;
+/// A target: its group and address, the key the lifecycle uses too, so that health events
+/// need no translation.
+pub use crate::target::TargetKey;
 
 use crate::config::StatusMatcher;
 

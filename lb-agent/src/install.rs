@@ -32,6 +32,7 @@ use tracing::info;
 use crate::{
     config::Config,
     dataplane::{Dataplane, DataplaneError},
+    lifecycle::Serving,
     maglev,
 };
 
@@ -142,38 +143,6 @@ pub struct VipChange {
     pub disruption: Option<maglev::Disruption>,
     pub fingerprint: u64,
     pub backends: usize,
-}
-
-/// How the backend lifecycle wants one target served (see `crate::lifecycle`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TargetServing {
-    /// Its weight in the ring, in thousandths of a configured weight unit: a target at
-    /// full weight `w` has `1000·w`; slow start and agent-check percentages scale it; 0 takes
-    /// no new flows. Maglev shares depend only on the ratios, so the common factor changes
-    /// nothing for targets at full weight.
-    pub ring_weight: u32,
-    /// Whether flows already pinned to it in the flow table stay there. `false` clears its
-    /// backend slot: such flows re-hash onto the ring (which must not contain it).
-    pub keeps_flows: bool,
-}
-
-/// Per-target serving decisions; a target not listed is served as configured.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Serving {
-    pub targets: BTreeMap<(String, IpAddr), TargetServing>,
-}
-
-impl Serving {
-    /// How `address` of `group`, configured with `weight`, is served.
-    pub fn of(&self, group: &str, address: IpAddr, weight: u16) -> TargetServing {
-        self.targets
-            .get(&(group.to_owned(), address))
-            .copied()
-            .unwrap_or(TargetServing {
-                ring_weight: u32::from(weight) * 1000,
-                keeps_flows: true,
-            })
-    }
 }
 
 /// What an apply did (or, for a dry run, would do).
@@ -291,33 +260,15 @@ impl Services {
     }
 
     /// What [`Services::apply`] would do, without writing anything.
-    pub fn dry_run(&self, cfg: &Config) -> Result<ApplyReport, ApplyError> {
-        self.dry_run_serving(cfg, &Serving::default())
-    }
-
-    /// [`Services::dry_run`] with the lifecycle's serving decisions.
-    pub fn dry_run_serving(
-        &self,
-        cfg: &Config,
-        serving: &Serving,
-    ) -> Result<ApplyReport, ApplyError> {
+    pub fn dry_run(&self, cfg: &Config, serving: &Serving) -> Result<ApplyReport, ApplyError> {
         Ok(self.plan(cfg, serving)?.1)
     }
 
-    /// Makes the data plane serve `cfg`. On error, what was written so far stays (every
-    /// intermediate state is consistent, see the module docs) and the record is not
-    /// updated, so the next apply rewrites it all.
+    /// Makes the data plane serve `cfg`'s VIPs with the targets, ring weights and flow
+    /// decisions of `serving` (the lifecycle's output, or [`Serving::as_configured`]). On
+    /// error, what was written so far stays (every intermediate state is consistent, see
+    /// the module docs) and the record is not updated, so the next apply rewrites it all.
     pub fn apply(
-        &mut self,
-        cfg: &Config,
-        dp: &mut impl DataplaneOps,
-    ) -> Result<ApplyReport, ApplyError> {
-        self.apply_serving(cfg, &Serving::default(), dp)
-    }
-
-    /// [`Services::apply`] with the lifecycle's serving decisions: ring weights and which
-    /// targets keep their established flows.
-    pub fn apply_serving(
         &mut self,
         cfg: &Config,
         serving: &Serving,
@@ -402,7 +353,7 @@ impl Services {
         let mut freed = self.freed_backends.clone();
         let mut new_backends = Vec::new();
         for group in &cfg.target_groups {
-            for target in &group.targets {
+            for target in serving.group(&group.name) {
                 let key = (group.name.clone(), target.address);
                 let id = match self.backend_ids.get(&key) {
                     Some(id) => *id,
@@ -418,9 +369,6 @@ impl Services {
                     }
                 };
                 let (addr, family) = addr16(target.address);
-                let keeps = serving
-                    .of(&group.name, target.address, target.weight)
-                    .keeps_flows;
                 new_backends.push((
                     id,
                     Backend {
@@ -428,7 +376,11 @@ impl Services {
                         family,
                         // A cleared slot keeps the id reserved but sends its flows back
                         // to the ring.
-                        flags: if keeps { backend_flags::IN_USE } else { 0 },
+                        flags: if target.serving.keeps_flows {
+                            backend_flags::IN_USE
+                        } else {
+                            0
+                        },
                         _pad: [0; 2],
                     },
                 ));
@@ -462,31 +414,24 @@ impl Services {
                 Some((id, _)) => *id,
                 None => free_ids.next().ok_or(ApplyError::TooManyVips)?,
             };
-            let members: Vec<maglev::Backend> = cfg
-                .group_of(vip)
-                .map(|g| {
-                    g.targets
-                        .iter()
-                        .filter_map(|t| {
-                            let serve = serving.of(&g.name, t.address, t.weight);
-                            // A slot without IN_USE must never be in a ring: packets
-                            // hashed to it would be dropped.
-                            let weight = if serve.keeps_flows {
-                                serve.ring_weight
-                            } else {
-                                0
-                            };
-                            backend_ids.get(&(g.name.clone(), t.address)).map(|id| {
-                                maglev::Backend::new(
-                                    id.0,
-                                    t.address.to_string().into_bytes(),
-                                    weight,
-                                )
-                            })
+            // Where a weight becomes ring slots: each target served for the VIP's group
+            // takes its ring share (see `crate::lifecycle::serving`), and Maglev turns
+            // the shares into slot counts.
+            let members: Vec<maglev::Backend> = serving
+                .group(&vip.target_group)
+                .iter()
+                .filter_map(|t| {
+                    backend_ids
+                        .get(&(vip.target_group.clone(), t.address))
+                        .map(|id| {
+                            maglev::Backend::new(
+                                id.0,
+                                t.address.to_string().into_bytes(),
+                                t.serving.ring_share(),
+                            )
                         })
-                        .collect()
                 })
-                .unwrap_or_default();
+                .collect();
             let table =
                 maglev::build(&members, vip.ring_size, cfg.agent.hash_seed).map_err(|source| {
                     ApplyError::Ring {
@@ -552,7 +497,7 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::{config, lifecycle::TargetServing};
     use std::collections::HashMap;
 
     /// The data plane as maps in memory, recording the order of writes.
@@ -620,6 +565,11 @@ mod tests {
         config::parse(text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
     }
 
+    /// Every target of `text` served at its configured weight.
+    fn configured(text: &str) -> Serving {
+        Serving::as_configured(&cfg(text))
+    }
+
     const TWO_VIPS: &str = r#"
         [[vip]]
         name = "web"
@@ -655,42 +605,42 @@ mod tests {
     fn serving_decisions_scale_weights_and_clear_slots_after_the_rings() {
         let mut s = Services::new();
         let mut dp = Fake::default();
-        s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         let plain = s.fingerprints();
         // A common factor on every weight changes no ring.
         let a: IpAddr = "198.18.11.2".parse().expect("ip");
-        let mut serving = Serving::default();
+        let mut serving = configured(TWO_VIPS);
         for t in ["198.18.11.2", "198.18.12.2", "198.18.13.2"] {
-            serving.targets.insert(
-                ("web".into(), t.parse().expect("ip")),
+            assert!(serving.set(
+                "web",
+                t.parse().expect("ip"),
                 TargetServing {
                     ring_weight: 7,
                     keeps_flows: true,
                 },
-            );
+            ));
         }
-        let report = s
-            .apply_serving(&cfg(TWO_VIPS), &serving, &mut dp)
-            .expect("apply");
+        let report = s.apply(&cfg(TWO_VIPS), &serving, &mut dp).expect("apply");
         assert_eq!(report.changed.len(), 0);
         assert_eq!(s.fingerprints(), plain);
         // One target stops keeping its flows: out of every ring, its slot cleared (after
         // the rings, which the fake checks), its id kept.
         let id = s.backend_id("web", a).expect("id");
-        serving.targets.insert(
-            ("web".into(), a),
+        assert!(serving.set(
+            "web",
+            a,
             TargetServing {
                 ring_weight: 7,
                 keeps_flows: false,
             },
-        );
-        s.apply_serving(&cfg(TWO_VIPS), &serving, &mut dp)
-            .expect("apply");
+        ));
+        s.apply(&cfg(TWO_VIPS), &serving, &mut dp).expect("apply");
         assert!(dp.rings.values().all(|r| !r.contains(&id)));
         assert_eq!(dp.backends[&id].flags & backend_flags::IN_USE, 0);
         assert_eq!(s.backend_id("web", a), Some(id));
         // And back: the slot is in use before any ring points at it again.
-        s.apply_serving(&cfg(TWO_VIPS), &Serving::default(), &mut dp)
+        s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
             .expect("apply");
         assert!(dp.rings.values().all(|r| r.contains(&id)));
         assert_eq!(s.fingerprints(), plain);
@@ -700,7 +650,9 @@ mod tests {
     fn first_apply_installs_everything_in_a_safe_order() {
         let mut s = Services::new();
         let mut dp = Fake::default();
-        let report = s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        let report = s
+            .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         assert_eq!(report.changed.len(), 2);
         assert_eq!(report.backends_added, 3);
         assert_eq!(dp.backends.len(), 3);
@@ -733,9 +685,12 @@ mod tests {
     fn reapplying_the_same_config_changes_nothing() {
         let mut s = Services::new();
         let mut dp = Fake::default();
-        s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         dp.log.clear();
-        let report = s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        let report = s
+            .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         assert!(report.changed.is_empty(), "{report:?}");
         assert_eq!(report.unchanged.len(), 2);
         assert!(
@@ -749,7 +704,8 @@ mod tests {
     fn removing_a_target_reports_disruption_and_clears_its_slot() {
         let mut s = Services::new();
         let mut dp = Fake::default();
-        s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         let gone = s
             .backend_id("web", "198.18.13.2".parse().expect("ip"))
             .expect("id");
@@ -757,8 +713,12 @@ mod tests {
             "[[target_group.target]]\n        address = \"198.18.13.2\"",
             "",
         );
-        let dry = s.dry_run(&cfg(&without)).expect("dry run");
-        let report = s.apply(&cfg(&without), &mut dp).expect("apply");
+        let dry = s
+            .dry_run(&cfg(&without), &configured(&without))
+            .expect("dry run");
+        let report = s
+            .apply(&cfg(&without), &configured(&without), &mut dp)
+            .expect("apply");
         assert_eq!(dry, report, "dry run and apply must agree");
         assert_eq!(report.backends_removed, 1);
         let web = report
@@ -788,7 +748,8 @@ mod tests {
     fn removed_vip_entries_go_and_ids_stay_stable() {
         let mut s = Services::new();
         let mut dp = Fake::default();
-        s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         let web_id = s.vip("web").map(|v| v.0);
         let only_web = TWO_VIPS;
         let start = only_web
@@ -796,7 +757,9 @@ mod tests {
             .expect("dns block");
         let end = only_web.find("        [[target_group]]").expect("groups");
         let only_web = format!("{}{}", &only_web[..start], &only_web[end..]);
-        let report = s.apply(&cfg(&only_web), &mut dp).expect("apply");
+        let report = s
+            .apply(&cfg(&only_web), &configured(&only_web), &mut dp)
+            .expect("apply");
         assert_eq!(report.removed, vec!["dns".to_string()]);
         assert_eq!(s.vip("web").map(|v| v.0), web_id);
         // web's tcp entry and its tcp fragment entry remain; dns's udp entries are gone.
@@ -807,7 +770,9 @@ mod tests {
     fn a_restored_agent_keeps_every_id_and_installs_identical_rings() {
         let mut first = Services::new();
         let mut dp = Fake::default();
-        first.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        first
+            .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         let rings = dp.rings.clone();
         let vips = dp.vips.clone();
         let saved = first.state();
@@ -815,7 +780,9 @@ mod tests {
         let restored: ServicesState = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(restored, saved);
         let mut second = Services::restore(&restored);
-        second.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        second
+            .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         assert_eq!(dp.rings, rings, "rings changed across a restart");
         assert_eq!(dp.vips, vips, "VIP entries changed across a restart");
         assert_eq!(second.state(), saved);
@@ -826,7 +793,9 @@ mod tests {
         let end = TWO_VIPS.find("        [[target_group]]").expect("groups");
         let only_web = format!("{}{}", &TWO_VIPS[..start], &TWO_VIPS[end..]);
         let mut third = Services::restore(&saved);
-        let report = third.apply(&cfg(&only_web), &mut dp).expect("apply");
+        let report = third
+            .apply(&cfg(&only_web), &configured(&only_web), &mut dp)
+            .expect("apply");
         assert_eq!(report.removed, vec!["dns".to_string()]);
         assert_eq!(dp.vips.len(), 2);
     }
@@ -835,9 +804,11 @@ mod tests {
     fn freed_backend_ids_are_not_reused_at_once() {
         let mut s = Services::new();
         let mut dp = Fake::default();
-        s.apply(&cfg(TWO_VIPS), &mut dp).expect("apply");
+        s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+            .expect("apply");
         let swapped = TWO_VIPS.replace("198.18.13.2", "198.18.14.2");
-        s.apply(&cfg(&swapped), &mut dp).expect("apply");
+        s.apply(&cfg(&swapped), &configured(&swapped), &mut dp)
+            .expect("apply");
         assert_eq!(
             s.backend_id("web", "198.18.14.2".parse().expect("ip")),
             Some(3)

@@ -1,0 +1,253 @@
+//! The admin [`Handler`]: each `lb-agent ctl` command becomes a read of the running state
+//! (under a shared lock, so reads run side by side) or a change to it (under the
+//! exclusive lock, so no two changes interleave), and its reply.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tracing::info;
+
+use super::{
+    running::{AgentState, ChangeError},
+    views::{self, internal, json},
+    Agent,
+};
+use crate::{
+    admin::{
+        protocol::{ApplyResult, Command, ConfigInfo, ErrorBody, ErrorCode, Proto},
+        server::{Handler, Peer},
+        table::counters_json,
+    },
+    config::{self, Config, Draft, EditError, NewVip},
+    lifecycle,
+    target::TargetKey,
+};
+
+impl Handler for Agent {
+    fn handle(&self, cmd: Command, _peer: &Peer) -> Result<Value, ErrorBody> {
+        if cmd.is_mutating() {
+            let mut st = self.write()?;
+            self.change(&mut st, cmd)
+        } else {
+            let st = self.read()?;
+            read(&st, cmd)
+        }
+    }
+}
+
+/// A command that only reads (`Command::is_mutating` is false).
+fn read(st: &AgentState, cmd: Command) -> Result<Value, ErrorBody> {
+    match cmd {
+        Command::Status => json(views::status(st)),
+        Command::VipList => json(views::vip_infos(st, false)?),
+        Command::VipShow { name } => {
+            let vips = views::vip_infos(st, true)?;
+            let vip = vips.into_iter().find(|v| v.name == name).ok_or_else(|| {
+                ErrorBody::new(ErrorCode::NotFound, format!("no VIP named {name:?}"))
+            })?;
+            json(vip)
+        }
+        Command::BackendList { group } => json(views::backend_list(st, group.as_deref())?),
+        Command::Flow {
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+        } => json(views::flow_answer(
+            st,
+            proto.number(),
+            src,
+            sport,
+            dst,
+            dport,
+        )?),
+        Command::Apply {
+            path,
+            dry_run: true,
+        } => {
+            let (cfg, report) = st.dry_run_file(Path::new(&path)).map_err(change_error)?;
+            apply_result(st, &cfg, &report, true)
+        }
+        Command::ConfigShow => json(ConfigInfo {
+            toml: st.draft.as_ref().map(|d| d.to_toml()).unwrap_or_default(),
+            source: st.source.as_ref().map(|s| s.path.display().to_string()),
+            edited: st.edited,
+        }),
+        Command::Stats => Ok(counters_json(&st.dp.counters().map_err(internal)?)),
+        Command::Metrics { format } => views::metrics_result(st, format),
+        Command::Top => views::top_result(st),
+        other => Err(internal(format!(
+            "{other:?} changes the agent and cannot run as a read"
+        ))),
+    }
+}
+
+impl Agent {
+    /// A command that changes the running state (`Command::is_mutating` is true).
+    fn change(&self, st: &mut AgentState, cmd: Command) -> Result<Value, ErrorBody> {
+        match cmd {
+            Command::Apply { path, .. } => {
+                let report = st.apply_file(Path::new(&path)).map_err(change_error)?;
+                let cfg = st
+                    .config
+                    .clone()
+                    .ok_or_else(|| internal("no configuration after apply"))?;
+                apply_result(st, &cfg, &report, false)
+            }
+            Command::VipAdd {
+                name,
+                address,
+                port,
+                proto,
+                target_group,
+                mode,
+                gue_port,
+                hash,
+                ring_size,
+            } => {
+                let what = format!("vip add {name}");
+                let vip = NewVip {
+                    name,
+                    address,
+                    port,
+                    protocol: match proto {
+                        Proto::Tcp => config::Protocol::Tcp,
+                        Proto::Udp => config::Protocol::Udp,
+                    },
+                    target_group,
+                    mode,
+                    gue_port,
+                    hash,
+                    ring_size,
+                    fragments: None,
+                };
+                edit_result(st, &what, |d| d.add_vip(vip))
+            }
+            Command::VipRemove { name } => {
+                edit_result(st, &format!("vip remove {name}"), |d| d.remove_vip(&name))
+            }
+            Command::BackendAdd {
+                group,
+                address,
+                weight,
+            } => edit_result(
+                st,
+                &format!("backend add {group} {address} weight {weight}"),
+                |d| d.add_target(&group, address, Some(weight)),
+            ),
+            Command::BackendRemove { group, address } => {
+                edit_result(st, &format!("backend remove {group} {address}"), |d| {
+                    d.remove_target(&group, address)
+                })
+            }
+            Command::BackendSetWeight {
+                group,
+                address,
+                weight,
+            } => edit_result(
+                st,
+                &format!("backend set-weight {group} {address} {weight}"),
+                |d| d.set_weight(&group, address, weight),
+            ),
+            Command::BackendDrain { group, address } => set_drained(st, &group, address, true),
+            Command::BackendUndrain { group, address } => set_drained(st, &group, address, false),
+            Command::Down => {
+                info!("ctl down: the data plane is removed and the agent exits");
+                self.down.notify_one();
+                json(serde_json::json!({ "down": st.iface }))
+            }
+            other => read(st, other),
+        }
+    }
+}
+
+/// A refused change as an error reply: what was wrong, in the operator's terms.
+fn change_error(e: ChangeError) -> ErrorBody {
+    let code = match &e {
+        ChangeError::Edit(EditError::NotFound(_))
+        | ChangeError::Lifecycle(lifecycle::LifecycleError::NotFound(_))
+        | ChangeError::NoConfig => ErrorCode::NotFound,
+        ChangeError::Edit(EditError::Exists(_))
+        | ChangeError::Lifecycle(lifecycle::LifecycleError::Deregistering(_)) => {
+            ErrorCode::Conflict
+        }
+        ChangeError::Edit(EditError::Invalid(_)) | ChangeError::Config(_) => {
+            ErrorCode::InvalidConfig
+        }
+        ChangeError::Apply(_) => ErrorCode::Internal,
+    };
+    ErrorBody::new(code, e.to_string())
+}
+
+/// Applies a runtime edit and answers like `apply`: per VIP, what moved.
+fn edit_result(
+    st: &mut AgentState,
+    what: &str,
+    f: impl FnOnce(&mut Draft) -> Result<Config, EditError>,
+) -> Result<Value, ErrorBody> {
+    let report = st.edit(what, f).map_err(change_error)?;
+    let cfg = st
+        .config
+        .clone()
+        .ok_or_else(|| internal("no configuration after an edit"))?;
+    apply_result(st, &cfg, &report, false)
+}
+
+/// The reply to an apply or an edit: per VIP what moved, the configuration's warnings and
+/// the live flows the change touches.
+fn apply_result(
+    st: &AgentState,
+    cfg: &Config,
+    report: &crate::install::ApplyReport,
+    dry_run: bool,
+) -> Result<Value, ErrorBody> {
+    let mut result = ApplyResult::from_report(report, dry_run);
+    result.warnings = cfg.warnings.clone();
+    flows_touched(st, cfg, &mut result)?;
+    json(result)
+}
+
+/// Fills in, per VIP, the live flows a change touches: entries on backends the new
+/// configuration no longer has (they re-hash); flows on surviving backends stay put.
+fn flows_touched(st: &AgentState, cfg: &Config, result: &mut ApplyResult) -> Result<(), ErrorBody> {
+    let flows = st.dp.flow_counts().map_err(internal)?;
+    for v in &mut result.vips {
+        if let Some((vip_id, _)) = st.services.vip(&v.name) {
+            let kept: Vec<u32> = cfg
+                .vip(&v.name)
+                .and_then(|vip| cfg.group_of(vip))
+                .map(|g| {
+                    g.targets
+                        .iter()
+                        .filter_map(|t| st.services.backend_id(&g.name, t.address))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let touched = flows
+                .iter()
+                .filter(|((vid, bid), _)| *vid == vip_id && !kept.contains(bid))
+                .map(|(_, n)| *n)
+                .sum();
+            v.flows_touched = Some(touched);
+        }
+    }
+    Ok(())
+}
+
+/// An operator drain or undrain, answered with the target as `backend_list` shows it.
+fn set_drained(
+    st: &mut AgentState,
+    group: &str,
+    address: std::net::IpAddr,
+    drained: bool,
+) -> Result<Value, ErrorBody> {
+    let key = TargetKey::new(group, address);
+    let changed = st.set_drained(&key, drained).map_err(change_error)?;
+    let flows = st.dp.flow_counts().map_err(internal)?;
+    let info = views::backend_infos(st, &flows)
+        .into_iter()
+        .find(|b| b.group == key.group && b.address == Some(key.address))
+        .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no target {key}")))?;
+    Ok(serde_json::json!({ "changed": changed, "backend": info }))
+}
