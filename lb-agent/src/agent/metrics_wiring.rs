@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::AgentState;
 use crate::{
     config::MetricsSettings,
-    dataplane::services::FlowTally,
+    dataplane::tables::FlowTally,
     lifecycle,
     metrics::{
         emf, prometheus, sink::Destination, sink::EmfSink, Aggregator, Period, Sample,

@@ -4,7 +4,7 @@
 //! methods here.
 //!
 //! - `mod.rs`: loading (with ABI checks), attaching, pinning, `down`;
-//! - [`services`]: writing VIPs, backends, Maglev rings, runtime config, TX ports;
+//! - [`tables`]: writing VIPs, backends, Maglev rings, runtime config, TX ports;
 //! - [`counters`]: reading the per-CPU counters;
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and benchmarks;
 //! - [`decap`]: the backend-side `lb_decap` program.
@@ -12,7 +12,7 @@
 mod batch;
 pub mod counters;
 pub mod decap;
-pub mod services;
+pub mod tables;
 pub mod test_run;
 
 pub use counters::Counters;

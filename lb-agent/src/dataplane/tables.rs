@@ -1,5 +1,6 @@
-//! Writing what the data plane forwards by: runtime config, VIPs, backends, Maglev rings
-//! and the interfaces packets may be redirected to.
+//! The forwarding tables: writing what the data plane forwards by (runtime config, VIPs,
+//! backends, Maglev rings and the interfaces packets may be redirected to) and reading
+//! the flow table back. `crate::install` decides what to write and in which order.
 
 use std::os::fd::AsFd as _;
 
