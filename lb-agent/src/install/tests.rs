@@ -1,0 +1,320 @@
+//! The installer against an in-memory data plane that checks the order of writes.
+
+use super::*;
+use crate::{config, lifecycle::TargetServing};
+use std::collections::HashMap;
+
+/// The data plane as maps in memory, recording the order of writes.
+#[derive(Default)]
+struct Fake {
+    config: Option<LbConfig>,
+    backends: HashMap<u32, Backend>,
+    vips: HashMap<VipKey, VipMeta>,
+    rings: HashMap<u32, Vec<u32>>,
+    log: Vec<String>,
+}
+
+impl DataplaneOps for Fake {
+    fn set_config(&mut self, cfg: &LbConfig) -> Result<(), DataplaneError> {
+        self.config = Some(*cfg);
+        self.log.push("config".into());
+        Ok(())
+    }
+    fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), DataplaneError> {
+        // A slot is never cleared while a ring still points at it.
+        if b.flags & backend_flags::IN_USE == 0 {
+            for (vip, ring) in &self.rings {
+                assert!(
+                    !ring.contains(&id),
+                    "backend {id} cleared while the ring of VIP {vip} points at it"
+                );
+            }
+        }
+        self.backends.insert(id, *b);
+        self.log.push(format!("backend {id}"));
+        Ok(())
+    }
+    fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataplaneError> {
+        self.vips.insert(*key, *meta);
+        self.log
+            .push(format!("vip {} size {}", meta.vip_id, meta.ring_size));
+        Ok(())
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        self.vips.remove(key);
+        self.log.push("remove vip".into());
+        Ok(())
+    }
+    fn install_ring(&mut self, vip_id: u32, slots: &[u32]) -> Result<(), DataplaneError> {
+        // Every slot must name a backend that is already in use.
+        for s in slots {
+            if *s != maglev::NO_BACKEND {
+                let in_use = self
+                    .backends
+                    .get(s)
+                    .is_some_and(|b| b.flags & backend_flags::IN_USE != 0);
+                assert!(
+                    in_use,
+                    "ring of VIP {vip_id} points at backend {s} before it exists"
+                );
+            }
+        }
+        self.rings.insert(vip_id, slots.to_vec());
+        self.log.push(format!("ring {vip_id} size {}", slots.len()));
+        Ok(())
+    }
+}
+
+fn cfg(text: &str) -> Config {
+    config::parse(text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
+}
+
+/// Every target of `text` served at its configured weight.
+fn configured(text: &str) -> Serving {
+    Serving::as_configured(&cfg(text))
+}
+
+const TWO_VIPS: &str = r#"
+    [[vip]]
+    name = "web"
+    address = "198.18.200.1"
+    port = 80
+    protocol = "tcp"
+    mode = "dr"
+    ring_size = 1021
+    target_group = "web"
+
+    [[vip]]
+    name = "dns"
+    address = "198.18.200.1"
+    port = 53
+    protocol = "udp"
+    mode = "dr"
+    ring_size = 1021
+    target_group = "web"
+
+    [[target_group]]
+    name = "web"
+    [target_group.health_check]
+    port = 80
+    [[target_group.target]]
+    address = "198.18.11.2"
+    [[target_group.target]]
+    address = "198.18.12.2"
+    [[target_group.target]]
+    address = "198.18.13.2"
+"#;
+
+#[test]
+fn serving_decisions_scale_weights_and_clear_slots_after_the_rings() {
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    let plain = s.fingerprints();
+    // A common factor on every weight changes no ring.
+    let a: IpAddr = "198.18.11.2".parse().expect("ip");
+    let mut serving = configured(TWO_VIPS);
+    for t in ["198.18.11.2", "198.18.12.2", "198.18.13.2"] {
+        assert!(serving.set(
+            "web",
+            t.parse().expect("ip"),
+            TargetServing {
+                ring_weight: 7,
+                keeps_flows: true,
+            },
+        ));
+    }
+    let report = s.apply(&cfg(TWO_VIPS), &serving, &mut dp).expect("apply");
+    assert_eq!(report.changed.len(), 0);
+    assert_eq!(s.fingerprints(), plain);
+    // One target stops keeping its flows: out of every ring, its slot cleared (after
+    // the rings, which the fake checks), its id kept.
+    let id = s.backend_id("web", a).expect("id");
+    assert!(serving.set(
+        "web",
+        a,
+        TargetServing {
+            ring_weight: 7,
+            keeps_flows: false,
+        },
+    ));
+    s.apply(&cfg(TWO_VIPS), &serving, &mut dp).expect("apply");
+    assert!(dp.rings.values().all(|r| !r.contains(&id)));
+    assert_eq!(dp.backends[&id].flags & backend_flags::IN_USE, 0);
+    assert_eq!(s.backend_id("web", a), Some(id));
+    // And back: the slot is in use before any ring points at it again.
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    assert!(dp.rings.values().all(|r| r.contains(&id)));
+    assert_eq!(s.fingerprints(), plain);
+}
+
+#[test]
+fn first_apply_installs_everything_in_a_safe_order() {
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    let report = s
+        .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    assert_eq!(report.changed.len(), 2);
+    assert_eq!(report.backends_added, 3);
+    assert_eq!(dp.backends.len(), 3);
+    assert_eq!(dp.rings.len(), 2);
+    // Two VIP entries and one fragment entry per (address, protocol): tcp and udp.
+    assert_eq!(dp.vips.len(), 4);
+    let first_ring = dp
+        .log
+        .iter()
+        .position(|l| l.starts_with("ring"))
+        .expect("a ring");
+    let last_backend = dp
+        .log
+        .iter()
+        .rposition(|l| l.starts_with("backend"))
+        .expect("backends");
+    assert!(
+        last_backend < first_ring,
+        "rings before backends: {:?}",
+        dp.log
+    );
+    // Both VIPs share the target group, so they share backend ids.
+    assert_eq!(
+        s.vip("web").map(|v| v.1.clone()),
+        s.vip("dns").map(|v| v.1.clone())
+    );
+}
+
+#[test]
+fn reapplying_the_same_config_changes_nothing() {
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    dp.log.clear();
+    let report = s
+        .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    assert!(report.changed.is_empty(), "{report:?}");
+    assert_eq!(report.unchanged.len(), 2);
+    assert!(
+        !dp.log.iter().any(|l| l.starts_with("ring")),
+        "rings rewritten: {:?}",
+        dp.log
+    );
+}
+
+#[test]
+fn removing_a_target_reports_disruption_and_clears_its_slot() {
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    let gone = s
+        .backend_id("web", "198.18.13.2".parse().expect("ip"))
+        .expect("id");
+    let without = TWO_VIPS.replace(
+        "[[target_group.target]]\n        address = \"198.18.13.2\"",
+        "",
+    );
+    let dry = s
+        .dry_run(&cfg(&without), &configured(&without))
+        .expect("dry run");
+    let report = s
+        .apply(&cfg(&without), &configured(&without), &mut dp)
+        .expect("apply");
+    assert_eq!(dry, report, "dry run and apply must agree");
+    assert_eq!(report.backends_removed, 1);
+    let web = report
+        .changed
+        .iter()
+        .find(|c| c.name == "web")
+        .expect("web changed");
+    let d = web
+        .disruption
+        .as_ref()
+        .expect("disruption of an existing VIP");
+    assert!(d.forced > 0 && d.moved >= d.forced, "{d:?}");
+    assert_eq!(
+        dp.backends[&gone],
+        Backend::default(),
+        "removed backend's slot not cleared"
+    );
+    assert!(!dp.rings.values().any(|r| r.contains(&gone)));
+    // Ids of the survivors are unchanged.
+    assert_eq!(
+        s.backend_id("web", "198.18.11.2".parse().expect("ip")),
+        Some(0)
+    );
+}
+
+#[test]
+fn removed_vip_entries_go_and_ids_stay_stable() {
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    let web_id = s.vip("web").map(|v| v.0);
+    let only_web = TWO_VIPS;
+    let start = only_web
+        .find("        [[vip]]\n        name = \"dns\"")
+        .expect("dns block");
+    let end = only_web.find("        [[target_group]]").expect("groups");
+    let only_web = format!("{}{}", &only_web[..start], &only_web[end..]);
+    let report = s
+        .apply(&cfg(&only_web), &configured(&only_web), &mut dp)
+        .expect("apply");
+    assert_eq!(report.removed, vec!["dns".to_string()]);
+    assert_eq!(s.vip("web").map(|v| v.0), web_id);
+    // web's tcp entry and its tcp fragment entry remain; dns's udp entries are gone.
+    assert_eq!(dp.vips.len(), 2, "{:?}", dp.log);
+}
+
+#[test]
+fn a_restored_agent_keeps_every_id_and_installs_identical_rings() {
+    let mut first = Services::new();
+    let mut dp = Fake::default();
+    first
+        .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    let rings = dp.rings.clone();
+    let vips = dp.vips.clone();
+    let saved = first.state();
+    let json = serde_json::to_string(&saved).expect("serialize");
+    let restored: ServicesState = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(restored, saved);
+    let mut second = Services::restore(&restored);
+    second
+        .apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    assert_eq!(dp.rings, rings, "rings changed across a restart");
+    assert_eq!(dp.vips, vips, "VIP entries changed across a restart");
+    assert_eq!(second.state(), saved);
+    // A VIP removed while the agent was down is removed on the restored agent's apply.
+    let start = TWO_VIPS
+        .find("        [[vip]]\n        name = \"dns\"")
+        .expect("dns block");
+    let end = TWO_VIPS.find("        [[target_group]]").expect("groups");
+    let only_web = format!("{}{}", &TWO_VIPS[..start], &TWO_VIPS[end..]);
+    let mut third = Services::restore(&saved);
+    let report = third
+        .apply(&cfg(&only_web), &configured(&only_web), &mut dp)
+        .expect("apply");
+    assert_eq!(report.removed, vec!["dns".to_string()]);
+    assert_eq!(dp.vips.len(), 2);
+}
+
+#[test]
+fn freed_backend_ids_are_not_reused_at_once() {
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    let swapped = TWO_VIPS.replace("198.18.13.2", "198.18.14.2");
+    s.apply(&cfg(&swapped), &configured(&swapped), &mut dp)
+        .expect("apply");
+    assert_eq!(
+        s.backend_id("web", "198.18.14.2".parse().expect("ip")),
+        Some(3)
+    );
+}
