@@ -75,35 +75,35 @@ fn configured(text: &str) -> Serving {
 }
 
 const TWO_VIPS: &str = r#"
-    [[vip]]
-    name = "web"
-    address = "198.18.200.1"
-    port = 80
-    protocol = "tcp"
-    mode = "dr"
-    ring_size = 1021
-    target_group = "web"
+        [[vip]]
+        name = "web"
+        address = "198.18.200.1"
+        port = 80
+        protocol = "tcp"
+        mode = "dr"
+        ring_size = 1021
+        target_group = "web"
 
-    [[vip]]
-    name = "dns"
-    address = "198.18.200.1"
-    port = 53
-    protocol = "udp"
-    mode = "dr"
-    ring_size = 1021
-    target_group = "web"
+        [[vip]]
+        name = "dns"
+        address = "198.18.200.1"
+        port = 53
+        protocol = "udp"
+        mode = "dr"
+        ring_size = 1021
+        target_group = "web"
 
-    [[target_group]]
-    name = "web"
-    [target_group.health_check]
-    port = 80
-    [[target_group.target]]
-    address = "198.18.11.2"
-    [[target_group.target]]
-    address = "198.18.12.2"
-    [[target_group.target]]
-    address = "198.18.13.2"
-"#;
+        [[target_group]]
+        name = "web"
+        [target_group.health_check]
+        port = 80
+        [[target_group.target]]
+        address = "198.18.11.2"
+        [[target_group.target]]
+        address = "198.18.12.2"
+        [[target_group.target]]
+        address = "198.18.13.2"
+    "#;
 
 #[test]
 fn serving_decisions_scale_weights_and_clear_slots_after_the_rings() {
