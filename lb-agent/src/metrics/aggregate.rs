@@ -23,7 +23,7 @@ use std::{
 
 use lb_common::ServiceCounter;
 
-use super::{Sample, TargetSample};
+use super::{Sample, TargetSample, VipSample};
 use crate::config::Protocol;
 
 /// CloudWatch units used here (NLB uses `Count` for the `Peak*PerSecond` metrics too).
@@ -272,59 +272,10 @@ impl Aggregator {
         let targets = std::mem::take(&mut self.targets);
         let drops = std::mem::take(&mut self.drops);
         let mut metrics = Vec::new();
-        let count = |name, value: u64| (name, Unit::Count, value as f64);
-        let bytes = |name, value: u64| (name, Unit::Bytes, value as f64);
 
         for vip in &last.vips {
             let t = vips.get(&vip.name).copied().unwrap_or_default();
-            let (active, new, processed) = match vip.proto {
-                Protocol::Tcp => (
-                    "ActiveFlowCount_TCP",
-                    "NewFlowCount_TCP",
-                    "ProcessedBytes_TCP",
-                ),
-                Protocol::Udp => (
-                    "ActiveFlowCount_UDP",
-                    "NewFlowCount_UDP",
-                    "ProcessedBytes_UDP",
-                ),
-            };
-            let mut values = vec![
-                count("ActiveFlowCount", vip.active_flows),
-                count(active, vip.active_flows),
-                count("NewFlowCount", t.counts.new_flows),
-                count(new, t.counts.new_flows),
-                bytes("ProcessedBytes", t.counts.bytes),
-                bytes(processed, t.counts.bytes),
-                count("ProcessedPackets", t.counts.packets),
-                ("PeakPacketsPerSecond", Unit::Count, t.peak_packets),
-                ("PeakBytesPerSecond", Unit::Count, t.peak_bytes),
-                count("UnhealthyRoutingFlowCount", t.unhealthy_routed),
-            ];
-            if vip.proto == Protocol::Tcp {
-                values.push(count("TCP_Client_Reset_Count", t.counts.resets));
-                // lb never sends a reset of its own: a packet it cannot place is dropped
-                // and counted, so this is always 0 (published for dashboards built for
-                // NLB).
-                values.push(count("TCP_ELB_Reset_Count", 0));
-            }
-            let lb = vec![("LoadBalancer", vip.name.clone())];
-            push_all(&mut metrics, &lb, true, values);
-
-            let (healthy, unhealthy) = health_counts(&last.targets, &vip.target_group);
-            let tg = vec![
-                ("LoadBalancer", vip.name.clone()),
-                ("TargetGroup", vip.target_group.clone()),
-            ];
-            push_all(
-                &mut metrics,
-                &tg,
-                true,
-                vec![
-                    count("HealthyHostCount", healthy),
-                    count("UnHealthyHostCount", unhealthy),
-                ],
-            );
+            vip_metrics(&mut metrics, vip, &t, &last.targets);
         }
         // Per target, by group and address: a group may serve several VIPs and the data
         // plane counts per (group, target), so a LoadBalancer dimension here would
@@ -367,6 +318,74 @@ impl Aggregator {
             last: last.clone(),
         }
     }
+}
+
+/// A VIP's metrics for the period: per load balancer, and per load balancer and target
+/// group (the host counts).
+fn vip_metrics(
+    metrics: &mut Vec<Metric>,
+    vip: &VipSample,
+    t: &VipTotals,
+    targets: &[TargetSample],
+) {
+    let (active, new, processed) = match vip.proto {
+        Protocol::Tcp => (
+            "ActiveFlowCount_TCP",
+            "NewFlowCount_TCP",
+            "ProcessedBytes_TCP",
+        ),
+        Protocol::Udp => (
+            "ActiveFlowCount_UDP",
+            "NewFlowCount_UDP",
+            "ProcessedBytes_UDP",
+        ),
+    };
+    let mut values = vec![
+        count("ActiveFlowCount", vip.active_flows),
+        count(active, vip.active_flows),
+        count("NewFlowCount", t.counts.new_flows),
+        count(new, t.counts.new_flows),
+        bytes("ProcessedBytes", t.counts.bytes),
+        bytes(processed, t.counts.bytes),
+        count("ProcessedPackets", t.counts.packets),
+        ("PeakPacketsPerSecond", Unit::Count, t.peak_packets),
+        ("PeakBytesPerSecond", Unit::Count, t.peak_bytes),
+        count("UnhealthyRoutingFlowCount", t.unhealthy_routed),
+    ];
+    if vip.proto == Protocol::Tcp {
+        values.push(count("TCP_Client_Reset_Count", t.counts.resets));
+        // lb never sends a reset of its own: a packet it cannot place is dropped
+        // and counted, so this is always 0 (published for dashboards built for
+        // NLB).
+        values.push(count("TCP_ELB_Reset_Count", 0));
+    }
+    let lb = vec![("LoadBalancer", vip.name.clone())];
+    push_all(metrics, &lb, true, values);
+
+    let (healthy, unhealthy) = health_counts(targets, &vip.target_group);
+    let tg = vec![
+        ("LoadBalancer", vip.name.clone()),
+        ("TargetGroup", vip.target_group.clone()),
+    ];
+    push_all(
+        metrics,
+        &tg,
+        true,
+        vec![
+            count("HealthyHostCount", healthy),
+            count("UnHealthyHostCount", unhealthy),
+        ],
+    );
+}
+
+/// A count metric.
+fn count(name: &'static str, value: u64) -> (&'static str, Unit, f64) {
+    (name, Unit::Count, value as f64)
+}
+
+/// A bytes metric.
+fn bytes(name: &'static str, value: u64) -> (&'static str, Unit, f64) {
+    (name, Unit::Bytes, value as f64)
 }
 
 /// Healthy and unhealthy targets of `group` (see [`host_health`]).

@@ -49,80 +49,86 @@ impl Family {
 /// current ones. Every series has `availability_zone` when one is configured.
 pub fn render(sample: &Sample, settings: &MetricsSettings) -> String {
     let zone = settings.availability_zone.as_deref();
-    let labels = |mut l: Vec<(&'static str, String)>| {
-        if let Some(z) = zone {
-            l.push(("availability_zone", z.to_owned()));
-        }
-        l
-    };
-    let mut packets = Family::new(
-        "lb_processed_packets_total",
-        "counter",
-        "Packets of a VIP (load balancer) forwarded since the data plane was loaded.",
-    );
-    let mut bytes = Family::new(
-        "lb_processed_bytes_total",
-        "counter",
-        "Bytes of a VIP (load balancer) forwarded since the data plane was loaded.",
-    );
-    let mut new_flows = Family::new(
-        "lb_new_flows_total",
-        "counter",
-        "New flows (TCP connections, UDP flows) of a VIP.",
-    );
-    let mut resets = Family::new(
-        "lb_tcp_client_resets_total",
-        "counter",
-        "TCP RST packets from clients to a TCP VIP.",
-    );
-    let mut active = Family::new(
-        "lb_active_flows",
-        "gauge",
-        "Flow-table entries of a VIP now.",
-    );
-    let mut healthy = Family::new(
-        "lb_healthy_hosts",
-        "gauge",
-        "Healthy targets of the target group serving a VIP.",
-    );
-    let mut unhealthy = Family::new(
-        "lb_unhealthy_hosts",
-        "gauge",
-        "Unhealthy targets (initial, unhealthy, unhealthy.draining) of the target group serving a VIP.",
-    );
-    let mut t_packets = Family::new(
-        "lb_target_processed_packets_total",
-        "counter",
-        "Packets forwarded to a target.",
-    );
-    let mut t_bytes = Family::new(
-        "lb_target_processed_bytes_total",
-        "counter",
-        "Bytes forwarded to a target.",
-    );
-    let mut t_new = Family::new(
-        "lb_target_new_flows_total",
-        "counter",
-        "New flows sent to a target.",
-    );
-    let mut t_active = Family::new(
-        "lb_target_active_flows",
-        "gauge",
-        "Flow-table entries pointing at a target now.",
-    );
-    let mut drops = Family::new(
-        "lb_dropped_packets_total",
-        "counter",
-        "Packets for a VIP dropped by the data plane, by reason.",
-    );
-    let mut routed = Family::new(
-        "lb_unhealthy_routing_flows_total",
-        "counter",
-        "New flows sent to unhealthy targets because their target group failed open.",
-    );
+    let [mut drops, mut routed] = [
+        Family::new(
+            "lb_dropped_packets_total",
+            "counter",
+            "Packets for a VIP dropped by the data plane, by reason.",
+        ),
+        Family::new(
+            "lb_unhealthy_routing_flows_total",
+            "counter",
+            "New flows sent to unhealthy targets because their target group failed open.",
+        ),
+    ];
+    for (reason, count) in &sample.drops {
+        drops
+            .samples
+            .push((labels(zone, vec![("reason", reason.clone())]), *count));
+    }
+    if let Some(count) = sample.unhealthy_routed_flows {
+        routed.samples.push((labels(zone, Vec::new()), count));
+    }
+    let mut page = String::new();
+    for family in vip_families(sample, zone)
+        .into_iter()
+        .chain(target_families(sample, zone))
+        .chain([drops, routed])
+    {
+        write_family(&mut page, &family);
+    }
+    page
+}
 
+/// `l` with the availability zone, when one is configured.
+fn labels(zone: Option<&str>, mut l: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    if let Some(z) = zone {
+        l.push(("availability_zone", z.to_owned()));
+    }
+    l
+}
+
+/// The per-VIP (load balancer) families, in page order.
+fn vip_families(sample: &Sample, zone: Option<&str>) -> [Family; 7] {
+    let [mut packets, mut bytes, mut new_flows, mut resets, mut active, mut healthy, mut unhealthy] = [
+        Family::new(
+            "lb_processed_packets_total",
+            "counter",
+            "Packets of a VIP (load balancer) forwarded since the data plane was loaded.",
+        ),
+        Family::new(
+            "lb_processed_bytes_total",
+            "counter",
+            "Bytes of a VIP (load balancer) forwarded since the data plane was loaded.",
+        ),
+        Family::new(
+            "lb_new_flows_total",
+            "counter",
+            "New flows (TCP connections, UDP flows) of a VIP.",
+        ),
+        Family::new(
+            "lb_tcp_client_resets_total",
+            "counter",
+            "TCP RST packets from clients to a TCP VIP.",
+        ),
+        Family::new(
+            "lb_active_flows",
+            "gauge",
+            "Flow-table entries of a VIP now.",
+        ),
+        Family::new(
+            "lb_healthy_hosts",
+            "gauge",
+            "Healthy targets of the target group serving a VIP.",
+        ),
+        Family::new(
+            "lb_unhealthy_hosts",
+            "gauge",
+            "Unhealthy targets (initial, unhealthy, unhealthy.draining) of the target group serving a VIP.",
+        ),
+    ];
     for vip in &sample.vips {
-        let lb = || labels(vec![("load_balancer", vip.name.clone())]);
+        let lb = || labels(zone, vec![("load_balancer", vip.name.clone())]);
         packets.samples.push((lb(), vip.counter.packets));
         bytes.samples.push((lb(), vip.counter.bytes));
         new_flows.samples.push((lb(), vip.counter.new_flows));
@@ -131,10 +137,13 @@ pub fn render(sample: &Sample, settings: &MetricsSettings) -> String {
         }
         active.samples.push((lb(), vip.active_flows));
         let group = || {
-            labels(vec![
-                ("load_balancer", vip.name.clone()),
-                ("target_group", vip.target_group.clone()),
-            ])
+            labels(
+                zone,
+                vec![
+                    ("load_balancer", vip.name.clone()),
+                    ("target_group", vip.target_group.clone()),
+                ],
+            )
         };
         let of_group = sample
             .targets
@@ -151,58 +160,79 @@ pub fn render(sample: &Sample, settings: &MetricsSettings) -> String {
         healthy.samples.push((group(), h));
         unhealthy.samples.push((group(), u));
     }
+    [
+        packets, bytes, new_flows, resets, active, healthy, unhealthy,
+    ]
+}
+
+/// The per-target families, in page order.
+fn target_families(sample: &Sample, zone: Option<&str>) -> [Family; 4] {
+    let [mut t_packets, mut t_bytes, mut t_new, mut t_active] = [
+        Family::new(
+            "lb_target_processed_packets_total",
+            "counter",
+            "Packets forwarded to a target.",
+        ),
+        Family::new(
+            "lb_target_processed_bytes_total",
+            "counter",
+            "Bytes forwarded to a target.",
+        ),
+        Family::new(
+            "lb_target_new_flows_total",
+            "counter",
+            "New flows sent to a target.",
+        ),
+        Family::new(
+            "lb_target_active_flows",
+            "gauge",
+            "Flow-table entries pointing at a target now.",
+        ),
+    ];
     for t in &sample.targets {
         let l = || {
-            labels(vec![
-                ("target_group", t.group.clone()),
-                ("target", t.address.to_string()),
-            ])
+            labels(
+                zone,
+                vec![
+                    ("target_group", t.group.clone()),
+                    ("target", t.address.to_string()),
+                ],
+            )
         };
         t_packets.samples.push((l(), t.counter.packets));
         t_bytes.samples.push((l(), t.counter.bytes));
         t_new.samples.push((l(), t.counter.new_flows));
         t_active.samples.push((l(), t.active_flows));
     }
-    for (reason, count) in &sample.drops {
-        drops
-            .samples
-            .push((labels(vec![("reason", reason.clone())]), *count));
-    }
-    if let Some(count) = sample.unhealthy_routed_flows {
-        routed.samples.push((labels(Vec::new()), count));
-    }
+    [t_packets, t_bytes, t_new, t_active]
+}
 
-    let mut page = String::new();
-    for family in [
-        packets, bytes, new_flows, resets, active, healthy, unhealthy, t_packets, t_bytes, t_new,
-        t_active, drops, routed,
-    ] {
-        if family.samples.is_empty() {
-            continue;
-        }
-        page.push_str(&format!(
-            "# HELP {} {}\n# TYPE {} {}\n",
-            family.name,
-            escape_help(family.help),
-            family.name,
-            family.kind
-        ));
-        for (labels, value) in &family.samples {
-            page.push_str(family.name);
-            if !labels.is_empty() {
-                page.push('{');
-                for (i, (k, v)) in labels.iter().enumerate() {
-                    if i > 0 {
-                        page.push(',');
-                    }
-                    page.push_str(&format!("{k}=\"{}\"", escape_label(v)));
-                }
-                page.push('}');
-            }
-            page.push_str(&format!(" {value}\n"));
-        }
+/// Appends `family` to `page` (nothing for a family without samples).
+fn write_family(page: &mut String, family: &Family) {
+    if family.samples.is_empty() {
+        return;
     }
-    page
+    page.push_str(&format!(
+        "# HELP {} {}\n# TYPE {} {}\n",
+        family.name,
+        escape_help(family.help),
+        family.name,
+        family.kind
+    ));
+    for (labels, value) in &family.samples {
+        page.push_str(family.name);
+        if !labels.is_empty() {
+            page.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    page.push(',');
+                }
+                page.push_str(&format!("{k}=\"{}\"", escape_label(v)));
+            }
+            page.push('}');
+        }
+        page.push_str(&format!(" {value}\n"));
+    }
 }
 
 /// A label value as the text format quotes it: `\`, `"` and newline escaped.
