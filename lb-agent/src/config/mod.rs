@@ -50,7 +50,7 @@ use lb_common::{
 
 /// The commented example configuration shipped in the repository (`examples/lb.toml`),
 /// which the demo runs.
-pub const EXAMPLE: &str = include_str!("../../examples/lb.toml");
+pub const EXAMPLE: &str = include_str!("../../../examples/lb.toml");
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
