@@ -26,14 +26,25 @@
 //! Targets have no port: in every forwarding mode lb delivers the packet with its
 //! destination port unchanged (DR rewrites only MAC addresses; tunnels wrap the packet
 //! as it is), so a target serves a VIP on the VIP's port.
+//!
+//! Where things are: this file holds the checked types ([`Config`] and one type per
+//! table) and the entry points. `raw` is the file as TOML spells it; `draft` the file
+//! before checking, and the runtime edits made to it; `validate/` the checks, one file
+//! per TOML table (`agent`, `metrics`, `vip`, `group`, `health`, `agent_check`, with
+//! `address` for the addresses and prefixes they hold) and `validate/cross/` for the
+//! rules between items, one function each; `error` is [`ConfigError`] and how it reads.
+//! The tests, in `tests/`, follow the same parts.
 
 mod draft;
+mod error;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use draft::{Draft, EditError, NewVip};
+use error::line_column;
+pub use error::ConfigError;
 pub(crate) use validate::host_port;
 
 use std::{
@@ -50,7 +61,7 @@ use lb_common::{
 
 /// The commented example configuration shipped in the repository (`examples/lb.toml`),
 /// which the demo runs.
-pub const EXAMPLE: &str = include_str!("../../examples/lb.toml");
+pub const EXAMPLE: &str = include_str!("../../../examples/lb.toml");
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -606,75 +617,6 @@ impl fmt::Display for StatusMatcher {
     }
 }
 
-/// Why a configuration was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read the configuration file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Not TOML, or not this schema's shape (unknown key, wrong type). TOML reports one
-    /// such error at a time.
-    #[error("{}{}{message}", origin(.path.as_deref()), position(*.line, *.column))]
-    Syntax {
-        path: Option<PathBuf>,
-        /// 1-based line and column (in characters) of the offending text, when known.
-        line: Option<usize>,
-        column: Option<usize>,
-        message: String,
-    },
-    /// Well-formed, but some values are wrong: every problem found, one line each.
-    #[error("{}", invalid(.path.as_deref(), .problems))]
-    Invalid {
-        path: Option<PathBuf>,
-        problems: Vec<String>,
-    },
-}
-
-impl ConfigError {
-    /// The individual problems: every one for [`ConfigError::Invalid`], the message for
-    /// the others.
-    pub fn problems(&self) -> Vec<String> {
-        match self {
-            Self::Invalid { problems, .. } => problems.clone(),
-            other => vec![other.to_string()],
-        }
-    }
-}
-
-fn origin(path: Option<&Path>) -> String {
-    match path {
-        Some(p) => format!("configuration file {}: ", p.display()),
-        None => "configuration: ".to_owned(),
-    }
-}
-
-fn position(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!("line {l}, column {c}: "),
-        (Some(l), None) => format!("line {l}: "),
-        _ => String::new(),
-    }
-}
-
-fn invalid(path: Option<&Path>, problems: &[String]) -> String {
-    let what = match path {
-        Some(p) => format!("configuration file {}", p.display()),
-        None => "configuration".to_owned(),
-    };
-    let count = match problems.len() {
-        1 => "1 problem".to_owned(),
-        n => format!("{n} problems"),
-    };
-    let mut text = format!("{what} is invalid ({count}):");
-    for p in problems {
-        text.push_str("\n  - ");
-        text.push_str(p);
-    }
-    text
-}
-
 /// Parses and validates a configuration.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     Draft::parse(text)?.validate()
@@ -701,13 +643,4 @@ fn parse_with(
     limits: &validate::Limits,
 ) -> Result<Config, ConfigError> {
     Draft::parse_as(text, path)?.validate_as(path, limits)
-}
-
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = before.matches('\n').count() + 1;
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
 }
