@@ -709,6 +709,38 @@ pub(crate) mod tests {
         );
     }
 
+    /// The `vip_add` request, byte for byte (its arguments are one struct shared with the
+    /// CLI and the configuration draft; the wire must not notice).
+    #[test]
+    fn vip_add_wire_bytes() {
+        let vip_add = sample_commands()
+            .into_iter()
+            .find(|c| c.name() == "vip_add")
+            .expect("vip_add");
+        let req = Request {
+            id: 4,
+            v: PROTOCOL_VERSION,
+            cmd: vip_add,
+        };
+        let line = serde_json::to_string(&req).expect("serialize");
+        assert_eq!(
+            line,
+            r#"{"id":4,"v":1,"cmd":"vip_add","name":"web","address":"198.18.200.1","port":80,"proto":"tcp","target_group":"g","mode":"tunnel","hash":"source-ip","ring_size":65537}"#
+        );
+        assert_eq!(parse(&line).expect("parse"), req);
+        let minimal = r#"{"id":5,"v":1,"cmd":"vip_add","name":"x","address":"1.2.3.4","port":1,"proto":"udp","target_group":"g","mode":null}"#;
+        let r = parse(minimal).expect("parse");
+        assert_eq!(
+            serde_json::to_string(&r).expect("serialize"),
+            minimal.replace(r#","mode":null"#, "")
+        );
+        let unknown = r#"{"id":6,"v":1,"cmd":"vip_add","name":"x","address":"1.2.3.4","port":1,"proto":"udp","target_group":"g","fragments":"route"}"#;
+        assert_eq!(
+            parse(unknown).expect_err("unknown").1.code,
+            ErrorCode::BadRequest
+        );
+    }
+
     #[test]
     fn error_cases() {
         let code = |s: &str| parse(s).expect_err(s);
