@@ -34,12 +34,11 @@ use crate::{
     admin::{
         protocol::{
             ApplyResult, BackendInfo, Command, ConfigInfo, ErrorBody, ErrorCode, FlowAnswer,
-            MetricsFormat, Proto, StatusInfo, VipInfo, PROTOCOL_VERSION,
+            MetricsFormat, StatusInfo, VipInfo, PROTOCOL_VERSION,
         },
         server::{Handler, Peer},
         table::counters_json,
     },
-    config::NewVip,
     lifecycle::{self, TargetKey},
 };
 
@@ -147,33 +146,8 @@ impl Handler for Agent {
                 flows_touched(&st, &cfg, &mut result)?;
                 json(result)
             }
-            Command::VipAdd {
-                name,
-                address,
-                port,
-                proto,
-                target_group,
-                mode,
-                gue_port,
-                hash,
-                ring_size,
-            } => {
-                let what = format!("vip add {name}");
-                let vip = NewVip {
-                    name,
-                    address,
-                    port,
-                    protocol: match proto {
-                        Proto::Tcp => crate::config::Protocol::Tcp,
-                        Proto::Udp => crate::config::Protocol::Udp,
-                    },
-                    target_group,
-                    mode,
-                    gue_port,
-                    hash,
-                    ring_size,
-                    fragments: None,
-                };
+            Command::VipAdd(vip) => {
+                let what = format!("vip add {}", vip.name);
                 edit_result(&mut st, &what, |d| d.add_vip(vip))
             }
             Command::VipRemove { name } => {

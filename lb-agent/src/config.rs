@@ -33,7 +33,7 @@ mod raw;
 mod tests;
 mod validate;
 
-pub use draft::{Draft, EditError, NewVip};
+pub use draft::{Draft, EditError};
 pub(crate) use validate::host_port;
 
 use std::{

@@ -1,11 +1,12 @@
 //! The requests: every [`Command`] with its arguments, as the wire carries them after
-//! `"cmd"`, and the argument types they share with the command line.
+//! `"cmd"`, and the argument types they share with the command line ([`VipSpec`],
+//! [`Proto`], [`MetricsFormat`]).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// Layer-4 protocol of a flow (`flow` command).
+/// Layer-4 protocol of a flow (`flow` command) or a VIP (`vip_add`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
@@ -41,6 +42,47 @@ impl std::str::FromStr for Proto {
     }
 }
 
+/// A VIP to add at runtime: the `[[vip]]` keys of the configuration file, optional ones
+/// `None` for the file's default (strings as the file spells them, checked like the
+/// file's). One definition for the three places that spell these fields: the `vip_add`
+/// request's arguments (serde), `lb-agent ctl vip add`'s options (clap) and
+/// [`crate::config::Draft::add_vip`].
+///
+/// The field doc comments are `ctl vip add --help`'s text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct VipSpec {
+    pub name: String,
+    /// The VIP address.
+    #[arg(long)]
+    pub address: IpAddr,
+    /// Port; 0 = all ports.
+    #[arg(long)]
+    pub port: u16,
+    /// tcp or udp.
+    #[arg(long, default_value = "tcp")]
+    pub proto: Proto,
+    /// The target group whose backends serve it.
+    #[arg(long)]
+    pub target_group: String,
+    /// dr, tunnel or gue [default: dr].
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The targets' GUE port (required with --mode gue).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gue_port: Option<u16>,
+    /// five-tuple, source-ip or source-ip-dest-port [default: five-tuple].
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Maglev ring size, a supported prime [default: 65537].
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_size: Option<u32>,
+}
+
 /// Every command, with its arguments. Serialized as `"cmd": "<snake_case name>"` plus
 /// the fields of the variant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,25 +94,9 @@ pub enum Command {
     VipList,
     /// One VIP with its target group's backends.
     VipShow { name: String },
-    /// Add a VIP (fields as in the configuration file).
-    VipAdd {
-        name: String,
-        address: IpAddr,
-        port: u16,
-        proto: Proto,
-        target_group: String,
-        /// `dr`, `tunnel` or `gue`; the configuration's default when omitted.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        mode: Option<String>,
-        /// Required with mode `gue`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        gue_port: Option<u16>,
-        /// `five-tuple`, `source-ip` or `source-ip-dest-port`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        hash: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ring_size: Option<u32>,
-    },
+    /// Add a VIP (fields as in the configuration file, flat in the request: `mode`,
+    /// `gue_port`, `hash` and `ring_size` may be left out).
+    VipAdd(VipSpec),
     /// Remove a VIP.
     VipRemove { name: String },
     /// Backends of one target group, or of all of them.
@@ -168,7 +194,7 @@ impl Command {
             Command::Status => "status",
             Command::VipList => "vip_list",
             Command::VipShow { .. } => "vip_show",
-            Command::VipAdd { .. } => "vip_add",
+            Command::VipAdd(_) => "vip_add",
             Command::VipRemove { .. } => "vip_remove",
             Command::BackendList { .. } => "backend_list",
             Command::BackendAdd { .. } => "backend_add",
@@ -199,7 +225,7 @@ impl Command {
             | Command::Metrics { .. }
             | Command::Top => false,
             Command::Apply { dry_run, .. } => !dry_run,
-            Command::VipAdd { .. }
+            Command::VipAdd(_)
             | Command::VipRemove { .. }
             | Command::BackendAdd { .. }
             | Command::BackendRemove { .. }

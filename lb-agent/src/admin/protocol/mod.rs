@@ -33,7 +33,7 @@ pub(crate) mod tests;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use command::{Command, MetricsFormat, Proto, COMMAND_NAMES};
+pub use command::{Command, MetricsFormat, Proto, VipSpec, COMMAND_NAMES};
 pub use results::{
     ApplyResult, BackendInfo, ConfigInfo, FlowAnswer, StatusInfo, VipApply, VipInfo,
 };

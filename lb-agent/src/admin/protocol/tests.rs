@@ -245,7 +245,7 @@ pub(crate) fn sample_commands() -> Vec<Command> {
         Command::Status,
         Command::VipList,
         Command::VipShow { name: "web".into() },
-        Command::VipAdd {
+        Command::VipAdd(VipSpec {
             name: "web".into(),
             address: "198.18.200.1".parse().expect("ip"),
             port: 80,
@@ -255,7 +255,7 @@ pub(crate) fn sample_commands() -> Vec<Command> {
             gue_port: None,
             hash: Some("source-ip".into()),
             ring_size: Some(65537),
-        },
+        }),
         Command::VipRemove { name: "web".into() },
         Command::BackendList { group: None },
         Command::BackendAdd {
