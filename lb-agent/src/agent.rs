@@ -33,11 +33,11 @@ use tracing::info;
 use crate::{
     admin::{
         protocol::{
-            ApplyResult, BackendInfo, Command, ConfigInfo, ErrorBody, ErrorCode, FlowAnswer,
-            MetricsFormat, StatusInfo, VipInfo, PROTOCOL_VERSION,
+            ApplyResult, BackendInfo, Command, ConfigInfo, DatumResult, DownResult, DrainResult,
+            EmfResult, ErrorBody, ErrorCode, FlowAnswer, MetricsFormat, PromResult, StatsInfo,
+            StatusInfo, TopInfo, TopTarget, TopVip, VipInfo, PROTOCOL_VERSION,
         },
         server::{Handler, Peer},
-        table::counters_json,
     },
     lifecycle::{self, TargetKey},
 };
@@ -193,13 +193,15 @@ impl Handler for Agent {
                 source: st.source.as_ref().map(|s| s.path.display().to_string()),
                 edited: st.edited,
             }),
-            Command::Stats => Ok(counters_json(&st.dp.counters().map_err(internal)?)),
+            Command::Stats => json(StatsInfo::from(&st.dp.counters().map_err(internal)?)),
             Command::Metrics { format } => metrics_result(&mut st, format),
             Command::Top => top_result(&mut st),
             Command::Down => {
                 info!("ctl down: the data plane is removed and the agent exits");
                 self.down.notify_one();
-                json(serde_json::json!({ "down": st.iface }))
+                json(DownResult {
+                    down: st.iface.clone(),
+                })
             }
         }
     }
@@ -219,7 +221,7 @@ fn metrics_result(st: &mut AgentState, format: MetricsFormat) -> Result<Value, E
             Some(sample) => prometheus::render(sample, &m.settings),
             None => String::new(),
         };
-        return json(serde_json::json!({ "text": text }));
+        return json(PromResult { text });
     }
     let Some(period) = &m.last_period else {
         return Err(ErrorBody::new(
@@ -231,13 +233,15 @@ fn metrics_result(st: &mut AgentState, format: MetricsFormat) -> Result<Value, E
             ),
         ));
     };
-    Ok(match format {
-        MetricsFormat::Emf => serde_json::json!({ "lines": emf::render(period, &m.settings) }),
-        MetricsFormat::Datum => {
-            serde_json::json!({ "requests": datum::render(period, &m.settings) })
-        }
-        MetricsFormat::Json | MetricsFormat::Prom => period_json::render(period, &m.settings),
-    })
+    match format {
+        MetricsFormat::Emf => json(EmfResult {
+            lines: emf::render(period, &m.settings),
+        }),
+        MetricsFormat::Datum => json(DatumResult {
+            requests: datum::render(period, &m.settings),
+        }),
+        MetricsFormat::Json | MetricsFormat::Prom => Ok(period_json::render(period, &m.settings)),
+    }
 }
 
 /// `top`: rates between the last two one-second samples.
@@ -258,7 +262,7 @@ fn top_result(st: &mut AgentState) -> Result<Value, ErrorBody> {
         .at
         .duration_since(before.at)
         .map_or(1.0, |d| d.as_secs_f64());
-    let vips: Vec<Value> = now
+    let vips: Vec<TopVip> = now
         .vips
         .iter()
         .map(|v| {
@@ -275,15 +279,18 @@ fn top_result(st: &mut AgentState) -> Result<Value, ErrorBody> {
                 .filter(|t| t.group == v.target_group)
                 .collect();
             let healthy = group.iter().filter(|t| t.state == "healthy").count();
-            serde_json::json!({
-                "name": v.name, "proto": v.proto.as_str(),
-                "packets_per_sec": r[0], "bytes_per_sec": r[1], "new_flows_per_sec": r[2],
-                "active_flows": v.active_flows,
-                "healthy": format!("{healthy}/{}", group.len()),
-            })
+            TopVip {
+                name: v.name.clone(),
+                proto: v.proto.as_str().into(),
+                packets_per_sec: r[0],
+                bytes_per_sec: r[1],
+                new_flows_per_sec: r[2],
+                active_flows: v.active_flows,
+                healthy: format!("{healthy}/{}", group.len()),
+            }
         })
         .collect();
-    let targets: Vec<Value> = now
+    let targets: Vec<TopTarget> = now
         .targets
         .iter()
         .map(|t| {
@@ -294,14 +301,23 @@ fn top_result(st: &mut AgentState) -> Result<Value, ErrorBody> {
                 .map_or([0.0; 3], |b| {
                     metrics_wiring::rate(&t.counter, &b.counter, secs)
                 });
-            serde_json::json!({
-                "group": t.group, "address": t.address, "state": t.state,
-                "packets_per_sec": r[0], "bytes_per_sec": r[1], "new_flows_per_sec": r[2],
-                "active_flows": t.active_flows, "fail_open": t.fail_open,
-            })
+            TopTarget {
+                group: t.group.clone(),
+                address: Some(t.address),
+                state: t.state.clone(),
+                packets_per_sec: r[0],
+                bytes_per_sec: r[1],
+                new_flows_per_sec: r[2],
+                active_flows: t.active_flows,
+                fail_open: t.fail_open,
+            }
         })
         .collect();
-    json(serde_json::json!({ "interval_secs": secs, "vips": vips, "targets": targets }))
+    json(TopInfo {
+        interval_secs: secs,
+        vips,
+        targets,
+    })
 }
 
 /// A refused change as an error reply: what was wrong, in the operator's terms.
@@ -378,7 +394,10 @@ fn backend_change(st: &AgentState, key: &TargetKey, changed: bool) -> Result<Val
         .into_iter()
         .find(|b| b.group == key.group && b.address == Some(key.address))
         .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no target {key}")))?;
-    Ok(serde_json::json!({ "changed": changed, "backend": info }))
+    json(DrainResult {
+        changed,
+        backend: info,
+    })
 }
 
 fn vip_infos(st: &AgentState, with_backends: bool) -> Result<Vec<VipInfo>, ErrorBody> {
@@ -405,10 +424,12 @@ fn vip_infos(st: &AgentState, with_backends: bool) -> Result<Vec<VipInfo>, Error
                 mode: v.mode.as_str().into(),
                 target_group: v.target_group.clone(),
                 vip_id: ring.map_or(0, |(id, _)| id),
-                backends: counts
-                    .keys()
-                    .filter(|id| **id != crate::maglev::NO_BACKEND)
-                    .count(),
+                backends: Some(
+                    counts
+                        .keys()
+                        .filter(|id| **id != crate::maglev::NO_BACKEND)
+                        .count(),
+                ),
                 ring_size: ring.map_or(v.ring_size, |(_, t)| t.size()),
                 fingerprint: ring
                     .map_or_else(String::new, |(_, t)| format!("{:016x}", t.fingerprint())),

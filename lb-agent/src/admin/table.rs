@@ -7,8 +7,6 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use crate::dataplane::Counters;
-
 /// Lays out rows under headers, columns separated by two spaces, the last column not
 /// padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -609,31 +607,6 @@ pub fn top(result: &Value) -> String {
     out
 }
 
-/// The `stats` result for counters: `{"verdicts": {"pass": {"packets": …, "bytes": …}},
-/// "traffic": {…}, "drops": {…}, "events": {…}}`, named as operators see them. For the
-/// agent's handler.
-pub fn counters_json(c: &Counters) -> Value {
-    use lb_common::{Counter, DropReason, Event, TrafficClass, Verdict};
-    fn section<'a>(items: impl Iterator<Item = (&'a str, Counter)>) -> Value {
-        Value::Object(
-            items
-                .map(|(name, c)| {
-                    (
-                        name.to_owned(),
-                        serde_json::json!({"packets": c.packets, "bytes": c.bytes}),
-                    )
-                })
-                .collect(),
-        )
-    }
-    serde_json::json!({
-        "verdicts": section(Verdict::ALL.iter().map(|v| (v.name(), c.verdict(*v)))),
-        "traffic": section(TrafficClass::ALL.iter().map(|t| (t.name(), c.traffic(*t)))),
-        "drops": section(DropReason::ALL.iter().map(|d| (d.name(), c.drop(*d)))),
-        "events": section(Event::ALL.iter().map(|e| (e.name(), c.event(*e)))),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,12 +757,13 @@ mod tests {
 
     #[test]
     fn stats_sections() {
-        let mut c = Counters::default();
+        let mut c = crate::dataplane::Counters::default();
         c.verdicts[lb_common::Verdict::Pass as usize] = lb_common::Counter {
             packets: 5,
             bytes: 300,
         };
-        let mut r = counters_json(&c);
+        let mut r =
+            serde_json::to_value(crate::admin::protocol::StatsInfo::from(&c)).expect("json");
         r["uptime_secs"] = json!(9);
         let t = stats(&r);
         assert!(t.starts_with("VERDICTS  PACKETS  BYTES\n"), "{t}");

@@ -35,7 +35,9 @@ use serde_json::Value;
 
 pub use command::{Command, MetricsFormat, Proto, VipSpec, COMMAND_NAMES};
 pub use results::{
-    ApplyResult, BackendInfo, ConfigInfo, FlowAnswer, StatusInfo, VipApply, VipInfo,
+    ApplyResult, BackendInfo, BackendList, ConfigInfo, CounterInfo, CounterSection, DatumResult,
+    DownResult, DrainResult, EmfResult, FlowAnswer, PromResult, StatsInfo, StatusInfo, TopInfo,
+    TopTarget, TopVip, VipApply, VipInfo, VipList,
 };
 
 /// The protocol version this build speaks (requests carry it as `v`).

@@ -1,10 +1,18 @@
-//! The results: what the agent answers for each command. The CLI renders these,
-//! tolerantly: unknown fields are ignored and missing ones default, so either side can
-//! grow fields within protocol version 1.
+//! The replies: what the agent answers for each command, one type per result shape.
+//! The agent builds these and the CLI reads them back, so each wire field name is
+//! written once, here.
+//!
+//! Reading is tolerant: unknown fields are ignored and missing ones default, so either
+//! side can grow fields within protocol version 1. The field order of a type is the
+//! order `lb-agent ctl` lists its fields in (on the wire every object's keys are
+//! sorted).
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dataplane::{Counters, ProgramInfo};
 
 /// `status` result.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -16,27 +24,25 @@ pub struct StatusInfo {
     pub uptime_secs: u64,
     pub iface: Option<String>,
     pub xdp_mode: Option<String>,
-    pub config: Option<String>,
-    pub vips: usize,
-    pub backends: usize,
     /// The running `lb_xdp` program: `{"id": 123, "tag": "<16 hex digits>", "name":
     /// "lb_xdp"}`. The id changes at every start, the tag only with a different object
     /// (an upgrade). Absent when the agent cannot read it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub program: Option<crate::dataplane::ProgramInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<ProgramInfo>,
+    pub config: Option<String>,
     /// Runtime edits changed the running configuration since it was read from `config`.
-    #[serde(default)]
     pub config_edited: bool,
+    pub vips: usize,
+    pub backends: usize,
     /// How many targets are in each NLB state (`healthy`, `unhealthy`, `draining`, …).
-    #[serde(default)]
-    pub targets: std::collections::BTreeMap<String, usize>,
+    pub targets: BTreeMap<String, usize>,
     /// Target groups with no healthy target whose traffic goes to every target anyway
     /// (fail open).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failing_open: Vec<String>,
 }
 
-/// One entry of `vip_list` (`{"vips": [...]}`), and `vip_show`'s result (with backends).
+/// One entry of `vip_list`, and `vip_show`'s result (with backends).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VipInfo {
@@ -47,15 +53,38 @@ pub struct VipInfo {
     pub mode: String,
     pub target_group: String,
     pub vip_id: u32,
-    pub backends: usize,
     pub ring_size: u32,
+    /// Backends owning slots of the ring (the agent always sends it; `None` only when
+    /// read from a reply without it).
+    pub backends: Option<usize>,
     /// Ring fingerprint, as 16 hex digits.
     pub fingerprint: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backend_list: Vec<BackendInfo>,
 }
 
-/// One entry of `backend_list` (`{"backends": [...]}`).
+/// `vip_list` result as a client reads it: the agent sends a bare list; a `{"vips":
+/// [...]}` object is read too.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum VipList {
+    Bare(Vec<VipInfo>),
+    Wrapped {
+        #[serde(default)]
+        vips: Vec<VipInfo>,
+    },
+}
+
+impl VipList {
+    pub fn vips(&self) -> &[VipInfo] {
+        match self {
+            VipList::Bare(vips) | VipList::Wrapped { vips } => vips,
+        }
+    }
+}
+
+/// One entry of `backend_list`, of `vip_show`'s `backend_list`, and the target a drain
+/// changed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackendInfo {
@@ -86,6 +115,44 @@ pub struct BackendInfo {
     pub flows: Option<u64>,
     /// Ring slots this backend owns, summed over VIPs, when known.
     pub slots: Option<u64>,
+}
+
+/// `backend_list` result as a client reads it: the agent sends a bare list; a
+/// `{"backends": [...]}` object is read too.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum BackendList {
+    Bare(Vec<BackendInfo>),
+    Wrapped {
+        #[serde(default)]
+        backends: Vec<BackendInfo>,
+    },
+}
+
+impl BackendList {
+    pub fn backends(&self) -> &[BackendInfo] {
+        match self {
+            BackendList::Bare(backends) | BackendList::Wrapped { backends } => backends,
+        }
+    }
+}
+
+/// `backend_drain` and `backend_undrain` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrainResult {
+    /// False when the backend already was (un)drained.
+    pub changed: bool,
+    /// The backend as `backend_list` shows it now.
+    pub backend: BackendInfo,
+}
+
+/// `down` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DownResult {
+    /// The interface whose data plane is removed.
+    pub down: String,
 }
 
 /// `config_show` result.
@@ -133,7 +200,7 @@ pub struct VipApply {
     pub fingerprint: String,
 }
 
-/// `apply` result.
+/// `apply` result, and the result of every runtime edit (`vip_add`, `backend_add`, …).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ApplyResult {
@@ -194,4 +261,111 @@ impl ApplyResult {
             warnings: Vec::new(),
         }
     }
+}
+
+/// One counter of `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterInfo {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A section of `stats`: counters by the name operators see (`pass`, `no_backend`, …).
+pub type CounterSection = BTreeMap<String, CounterInfo>;
+
+/// `stats` result: the data plane's counters in sections, named as operators see them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsInfo {
+    pub verdicts: CounterSection,
+    pub traffic: CounterSection,
+    pub drops: CounterSection,
+    pub events: CounterSection,
+    /// Fields an agent may add after these ("further fields may follow"), kept so that
+    /// the CLI shows them.
+    #[serde(flatten)]
+    pub more: BTreeMap<String, Value>,
+}
+
+impl From<&Counters> for StatsInfo {
+    fn from(c: &Counters) -> Self {
+        use lb_common::{Counter, DropReason, Event, TrafficClass, Verdict};
+        fn section<'a>(items: impl Iterator<Item = (&'a str, Counter)>) -> CounterSection {
+            items
+                .map(|(name, c)| {
+                    let counter = CounterInfo {
+                        packets: c.packets,
+                        bytes: c.bytes,
+                    };
+                    (name.to_owned(), counter)
+                })
+                .collect()
+        }
+        StatsInfo {
+            verdicts: section(Verdict::ALL.iter().map(|v| (v.name(), c.verdict(*v)))),
+            traffic: section(TrafficClass::ALL.iter().map(|t| (t.name(), c.traffic(*t)))),
+            drops: section(DropReason::ALL.iter().map(|d| (d.name(), c.drop(*d)))),
+            events: section(Event::ALL.iter().map(|e| (e.name(), c.event(*e)))),
+            more: BTreeMap::new(),
+        }
+    }
+}
+
+/// `top` result: rates between the agent's last two one-second samples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopInfo {
+    pub interval_secs: f64,
+    pub vips: Vec<TopVip>,
+    pub targets: Vec<TopTarget>,
+}
+
+/// One VIP of `top`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopVip {
+    pub name: String,
+    pub proto: String,
+    pub packets_per_sec: f64,
+    pub bytes_per_sec: f64,
+    pub new_flows_per_sec: f64,
+    pub active_flows: u64,
+    /// Healthy targets of its group, as `healthy/all`.
+    pub healthy: String,
+}
+
+/// One target of `top`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopTarget {
+    pub group: String,
+    pub address: Option<IpAddr>,
+    pub state: String,
+    pub packets_per_sec: f64,
+    pub bytes_per_sec: f64,
+    pub new_flows_per_sec: f64,
+    pub active_flows: u64,
+    pub fail_open: bool,
+}
+
+/// `metrics` result with format `emf`: Embedded Metric Format documents.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmfResult {
+    pub lines: Vec<String>,
+}
+
+/// `metrics` result with format `datum`: PutMetricData requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatumResult {
+    pub requests: Vec<Value>,
+}
+
+/// `metrics` result with format `prom`: the Prometheus page. (Format `json` answers
+/// with the period itself, as docs/metrics.md describes it.)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PromResult {
+    pub text: String,
 }
