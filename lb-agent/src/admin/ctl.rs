@@ -245,13 +245,23 @@ impl CtlCommand {
     }
 }
 
-/// Renders `result` of `cmd` for people.
+/// Renders `result` of `cmd` for people (each renderer reads the result into its
+/// protocol type; see [`table`]).
 pub fn render(cmd: &CtlCommand, result: &Value) -> String {
     match cmd {
         CtlCommand::Status => table::status(result),
         CtlCommand::Vip(VipCommand::List) => table::vip_list(result),
         CtlCommand::Vip(VipCommand::Show { .. }) => table::vip_show(result),
+        CtlCommand::Vip(VipCommand::Add(_) | VipCommand::Remove { .. }) => table::edit(result),
         CtlCommand::Backend(BackendCommand::List { .. }) => table::backend_list(result),
+        CtlCommand::Backend(
+            BackendCommand::Add { .. }
+            | BackendCommand::Remove { .. }
+            | BackendCommand::SetWeight { .. },
+        ) => table::edit(result),
+        CtlCommand::Backend(BackendCommand::Drain { .. } | BackendCommand::Undrain { .. }) => {
+            table::drain(result)
+        }
         CtlCommand::Flow {
             proto,
             src,
@@ -271,7 +281,9 @@ pub fn render(cmd: &CtlCommand, result: &Value) -> String {
         CtlCommand::Config => table::config(result),
         CtlCommand::Metrics { format } => table::metrics(*format, result),
         CtlCommand::Top { .. } => table::top(result),
-        _ => table::done(result),
+        CtlCommand::Down => table::down(result),
+        // Answered locally; nothing comes back to render.
+        CtlCommand::Completions { .. } => table::done(result),
     }
 }
 
