@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, time::Duration};
 use anyhow::{ensure, Context as _};
 use lb_agent::admin::{
     client::{call, ClientError},
-    protocol::{Command, ErrorCode, Proto},
+    protocol::{Command, ErrorCode, Proto, VipSpec},
 };
 use lb_tests::agentnet::{backend, example_config, udp_query, AgentNet, LineConn, LINE_PORT, VIP};
 use serde_json::Value;
@@ -141,7 +141,7 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
         ErrorCode::NotFound,
     )?;
     let why = ctl.refused(
-        Command::VipAdd {
+        Command::VipAdd(VipSpec {
             name: "web".into(),
             address: VIP.into(),
             port: 8080,
@@ -151,7 +151,7 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
             gue_port: None,
             hash: None,
             ring_size: None,
-        },
+        }),
         ErrorCode::Conflict,
     )?;
     ensure!(why.contains("web"), "{why}");
@@ -201,7 +201,7 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
         net.client.enter(LineConn::open)?.is_err(),
         "port {LINE_PORT} answers before it is a VIP"
     );
-    ctl.ok(Command::VipAdd {
+    ctl.ok(Command::VipAdd(VipSpec {
         name: "lines".into(),
         address: VIP.into(),
         port: LINE_PORT,
@@ -211,7 +211,7 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
         gue_port: None,
         hash: None,
         ring_size: None,
-    })?;
+    }))?;
 
     // Drain be1 while a connection to it is open: new flows avoid it, the connection
     // keeps working, the list says draining with time left.
@@ -255,7 +255,7 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
 
     // vip add with every optional field, visible in the list and the running
     // configuration.
-    ctl.ok(Command::VipAdd {
+    ctl.ok(Command::VipAdd(VipSpec {
         name: "lines2".into(),
         address: VIP.into(),
         port: 8081,
@@ -265,7 +265,7 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
         gue_port: None,
         hash: Some("source-ip".into()),
         ring_size: Some(4093),
-    })?;
+    }))?;
     let vips = ctl.ok(Command::VipList)?;
     let added = vips
         .as_array()

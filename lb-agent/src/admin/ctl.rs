@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     client::{self, ClientError},
-    protocol::{Command, MetricsFormat, Proto},
+    protocol::{Command, MetricsFormat, Proto, VipSpec},
     table,
 };
 
@@ -131,33 +131,7 @@ pub enum VipCommand {
         name: String,
     },
     /// Add a VIP sending to an existing target group.
-    Add {
-        name: String,
-        /// The VIP address.
-        #[arg(long)]
-        address: IpAddr,
-        /// Port; 0 = all ports.
-        #[arg(long)]
-        port: u16,
-        /// tcp or udp.
-        #[arg(long, default_value = "tcp")]
-        proto: Proto,
-        /// The target group whose backends serve it.
-        #[arg(long)]
-        target_group: String,
-        /// dr, tunnel or gue [default: dr].
-        #[arg(long)]
-        mode: Option<String>,
-        /// The targets' GUE port (required with --mode gue).
-        #[arg(long)]
-        gue_port: Option<u16>,
-        /// five-tuple, source-ip or source-ip-dest-port [default: five-tuple].
-        #[arg(long)]
-        hash: Option<String>,
-        /// Maglev ring size, a supported prime [default: 65537].
-        #[arg(long)]
-        ring_size: Option<u32>,
-    },
+    Add(VipSpec),
     /// Remove a VIP: its packets are passed to the host unchanged from then on.
     Remove { name: String },
 }
@@ -208,27 +182,7 @@ impl CtlCommand {
             CtlCommand::Status => Command::Status,
             CtlCommand::Vip(VipCommand::List) => Command::VipList,
             CtlCommand::Vip(VipCommand::Show { name }) => Command::VipShow { name },
-            CtlCommand::Vip(VipCommand::Add {
-                name,
-                address,
-                port,
-                proto,
-                target_group,
-                mode,
-                gue_port,
-                hash,
-                ring_size,
-            }) => Command::VipAdd {
-                name,
-                address,
-                port,
-                proto,
-                target_group,
-                mode,
-                gue_port,
-                hash,
-                ring_size,
-            },
+            CtlCommand::Vip(VipCommand::Add(vip)) => Command::VipAdd(vip),
             CtlCommand::Vip(VipCommand::Remove { name }) => Command::VipRemove { name },
             CtlCommand::Backend(b) => match b {
                 BackendCommand::List { group } => Command::BackendList { group },
@@ -291,13 +245,23 @@ impl CtlCommand {
     }
 }
 
-/// Renders `result` of `cmd` for people.
+/// Renders `result` of `cmd` for people (each renderer reads the result into its
+/// protocol type; see [`table`]).
 pub fn render(cmd: &CtlCommand, result: &Value) -> String {
     match cmd {
         CtlCommand::Status => table::status(result),
         CtlCommand::Vip(VipCommand::List) => table::vip_list(result),
         CtlCommand::Vip(VipCommand::Show { .. }) => table::vip_show(result),
+        CtlCommand::Vip(VipCommand::Add(_) | VipCommand::Remove { .. }) => table::edit(result),
         CtlCommand::Backend(BackendCommand::List { .. }) => table::backend_list(result),
+        CtlCommand::Backend(
+            BackendCommand::Add { .. }
+            | BackendCommand::Remove { .. }
+            | BackendCommand::SetWeight { .. },
+        ) => table::edit(result),
+        CtlCommand::Backend(BackendCommand::Drain { .. } | BackendCommand::Undrain { .. }) => {
+            table::drain(result)
+        }
         CtlCommand::Flow {
             proto,
             src,
@@ -317,7 +281,9 @@ pub fn render(cmd: &CtlCommand, result: &Value) -> String {
         CtlCommand::Config => table::config(result),
         CtlCommand::Metrics { format } => table::metrics(*format, result),
         CtlCommand::Top { .. } => table::top(result),
-        _ => table::done(result),
+        CtlCommand::Down => table::down(result),
+        // Answered locally; nothing comes back to render.
+        CtlCommand::Completions { .. } => table::done(result),
     }
 }
 
@@ -451,7 +417,7 @@ mod tests {
                 "--target-group",
                 "web"
             ]),
-            Command::VipAdd {
+            Command::VipAdd(VipSpec {
                 name: g(),
                 address: "198.18.200.1".parse().expect("ip"),
                 port: 80,
@@ -461,7 +427,7 @@ mod tests {
                 gue_port: None,
                 hash: None,
                 ring_size: None,
-            }
+            })
         );
         assert_eq!(
             request(&["vip", "remove", "web"]),

@@ -14,11 +14,13 @@ use super::{
 };
 use crate::{
     admin::{
-        protocol::{ApplyResult, Command, ConfigInfo, ErrorBody, ErrorCode, Proto},
+        protocol::{
+            ApplyResult, Command, ConfigInfo, DownResult, DrainResult, ErrorBody, ErrorCode,
+            StatsInfo,
+        },
         server::{Handler, Peer},
-        table::counters_json,
     },
-    config::{self, Config, Draft, EditError, NewVip},
+    config::{Config, Draft, EditError},
     lifecycle,
     target::TargetKey,
 };
@@ -74,7 +76,7 @@ fn read(st: &AgentState, cmd: Command) -> Result<Value, ErrorBody> {
             source: st.source.as_ref().map(|s| s.path.display().to_string()),
             edited: st.edited,
         }),
-        Command::Stats => Ok(counters_json(&st.dp.counters().map_err(internal)?)),
+        Command::Stats => json(StatsInfo::from(&st.dp.counters().map_err(internal)?)),
         Command::Metrics { format } => views::metrics_result(st, format),
         Command::Top => views::top_result(st),
         other => Err(internal(format!(
@@ -95,33 +97,8 @@ impl Agent {
                     .ok_or_else(|| internal("no configuration after apply"))?;
                 apply_result(st, &cfg, &report, false)
             }
-            Command::VipAdd {
-                name,
-                address,
-                port,
-                proto,
-                target_group,
-                mode,
-                gue_port,
-                hash,
-                ring_size,
-            } => {
-                let what = format!("vip add {name}");
-                let vip = NewVip {
-                    name,
-                    address,
-                    port,
-                    protocol: match proto {
-                        Proto::Tcp => config::Protocol::Tcp,
-                        Proto::Udp => config::Protocol::Udp,
-                    },
-                    target_group,
-                    mode,
-                    gue_port,
-                    hash,
-                    ring_size,
-                    fragments: None,
-                };
+            Command::VipAdd(vip) => {
+                let what = format!("vip add {}", vip.name);
                 edit_result(st, &what, |d| d.add_vip(vip))
             }
             Command::VipRemove { name } => {
@@ -155,7 +132,9 @@ impl Agent {
             Command::Down => {
                 info!("ctl down: the data plane is removed and the agent exits");
                 self.down.notify_one();
-                json(serde_json::json!({ "down": st.iface }))
+                json(DownResult {
+                    down: st.iface.clone(),
+                })
             }
             other => read(st, other),
         }
@@ -249,5 +228,8 @@ fn set_drained(
         .into_iter()
         .find(|b| b.group == key.group && b.address == Some(key.address))
         .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no target {key}")))?;
-    Ok(serde_json::json!({ "changed": changed, "backend": info }))
+    json(DrainResult {
+        changed,
+        backend: info,
+    })
 }

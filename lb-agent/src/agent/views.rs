@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::{metrics_wiring, running::AgentState};
 use crate::{
     admin::protocol::{
-        BackendInfo, ErrorBody, ErrorCode, FlowAnswer, MetricsFormat, StatusInfo, VipInfo,
-        PROTOCOL_VERSION,
+        BackendInfo, DatumResult, EmfResult, ErrorBody, ErrorCode, FlowAnswer, MetricsFormat,
+        PromResult, StatusInfo, TopInfo, TopTarget, TopVip, VipInfo, PROTOCOL_VERSION,
     },
     lifecycle::{self, RING_WEIGHT_SCALE},
     target::TargetKey,
@@ -104,10 +104,12 @@ pub(super) fn vip_infos(st: &AgentState, with_backends: bool) -> Result<Vec<VipI
                 mode: v.mode.as_str().into(),
                 target_group: v.target_group.clone(),
                 vip_id: ring.map_or(0, |(id, _)| id),
-                backends: counts
-                    .keys()
-                    .filter(|id| **id != crate::maglev::NO_BACKEND)
-                    .count(),
+                backends: Some(
+                    counts
+                        .keys()
+                        .filter(|id| **id != crate::maglev::NO_BACKEND)
+                        .count(),
+                ),
                 ring_size: ring.map_or(v.ring_size, |(_, t)| t.size()),
                 fingerprint: ring
                     .map_or_else(String::new, |(_, t)| format!("{:016x}", t.fingerprint())),
@@ -288,7 +290,7 @@ pub(super) fn metrics_result(st: &AgentState, format: MetricsFormat) -> Result<V
             Some(sample) => prometheus::render(sample, &m.settings),
             None => String::new(),
         };
-        return json(serde_json::json!({ "text": text }));
+        return json(PromResult { text });
     }
     let Some(period) = &m.last_period else {
         return Err(ErrorBody::new(
@@ -300,13 +302,15 @@ pub(super) fn metrics_result(st: &AgentState, format: MetricsFormat) -> Result<V
             ),
         ));
     };
-    Ok(match format {
-        MetricsFormat::Emf => serde_json::json!({ "lines": emf::render(period, &m.settings) }),
-        MetricsFormat::Datum => {
-            serde_json::json!({ "requests": datum::render(period, &m.settings) })
-        }
-        MetricsFormat::Json | MetricsFormat::Prom => period_json::render(period, &m.settings),
-    })
+    match format {
+        MetricsFormat::Emf => json(EmfResult {
+            lines: emf::render(period, &m.settings),
+        }),
+        MetricsFormat::Datum => json(DatumResult {
+            requests: datum::render(period, &m.settings),
+        }),
+        MetricsFormat::Json | MetricsFormat::Prom => Ok(period_json::render(period, &m.settings)),
+    }
 }
 
 /// `top`: rates between the last two one-second samples.
@@ -327,7 +331,7 @@ pub(super) fn top_result(st: &AgentState) -> Result<Value, ErrorBody> {
         .at
         .duration_since(before.at)
         .map_or(1.0, |d| d.as_secs_f64());
-    let vips: Vec<Value> = now
+    let vips: Vec<TopVip> = now
         .vips
         .iter()
         .map(|v| {
@@ -344,15 +348,18 @@ pub(super) fn top_result(st: &AgentState) -> Result<Value, ErrorBody> {
                 .filter(|t| t.group == v.target_group)
                 .collect();
             let healthy = group.iter().filter(|t| t.state == "healthy").count();
-            serde_json::json!({
-                "name": v.name, "proto": v.proto.as_str(),
-                "packets_per_sec": r[0], "bytes_per_sec": r[1], "new_flows_per_sec": r[2],
-                "active_flows": v.active_flows,
-                "healthy": format!("{healthy}/{}", group.len()),
-            })
+            TopVip {
+                name: v.name.clone(),
+                proto: v.proto.as_str().into(),
+                packets_per_sec: r[0],
+                bytes_per_sec: r[1],
+                new_flows_per_sec: r[2],
+                active_flows: v.active_flows,
+                healthy: format!("{healthy}/{}", group.len()),
+            }
         })
         .collect();
-    let targets: Vec<Value> = now
+    let targets: Vec<TopTarget> = now
         .targets
         .iter()
         .map(|t| {
@@ -363,12 +370,21 @@ pub(super) fn top_result(st: &AgentState) -> Result<Value, ErrorBody> {
                 .map_or([0.0; 3], |b| {
                     metrics_wiring::rate(&t.counter, &b.counter, secs)
                 });
-            serde_json::json!({
-                "group": t.group, "address": t.address, "state": t.state,
-                "packets_per_sec": r[0], "bytes_per_sec": r[1], "new_flows_per_sec": r[2],
-                "active_flows": t.active_flows, "fail_open": t.fail_open,
-            })
+            TopTarget {
+                group: t.group.clone(),
+                address: Some(t.address),
+                state: t.state.clone(),
+                packets_per_sec: r[0],
+                bytes_per_sec: r[1],
+                new_flows_per_sec: r[2],
+                active_flows: t.active_flows,
+                fail_open: t.fail_open,
+            }
         })
         .collect();
-    json(serde_json::json!({ "interval_secs": secs, "vips": vips, "targets": targets }))
+    json(TopInfo {
+        interval_secs: secs,
+        vips,
+        targets,
+    })
 }

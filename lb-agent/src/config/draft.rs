@@ -7,7 +7,8 @@
 
 use std::{net::IpAddr, path::Path};
 
-use super::{line_column, raw, validate, Config, ConfigError, Protocol};
+use super::{line_column, raw, validate, Config, ConfigError};
+use crate::admin::protocol::VipSpec;
 
 /// First lines of [`Draft::to_toml`].
 const HEADER: &str = "\
@@ -20,22 +21,6 @@ const HEADER: &str = "\
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Draft {
     file: raw::File,
-}
-
-/// A VIP to add at runtime: the `[[vip]]` keys, with the optional ones `None` for the
-/// default (strings as the file spells them, checked like the file's).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewVip {
-    pub name: String,
-    pub address: IpAddr,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub target_group: String,
-    pub mode: Option<String>,
-    pub gue_port: Option<u16>,
-    pub hash: Option<String>,
-    pub ring_size: Option<u32>,
-    pub fragments: Option<String>,
 }
 
 /// Why a runtime edit was refused; the draft is unchanged.
@@ -116,8 +101,9 @@ impl Draft {
         }
     }
 
-    /// Adds a VIP (to the end of the file).
-    pub fn add_vip(&mut self, vip: NewVip) -> Result<Config, EditError> {
+    /// Adds a VIP (to the end of the file). Its `fragments` key is left out: a VIP added
+    /// at runtime takes the default, as the command line offers no other.
+    pub fn add_vip(&mut self, vip: VipSpec) -> Result<Config, EditError> {
         self.edit(|file| {
             if file
                 .vip
@@ -134,12 +120,12 @@ impl Draft {
                 name: Some(vip.name),
                 address: Some(vip.address.to_string()),
                 port: Some(vip.port.into()),
-                protocol: Some(vip.protocol.as_str().to_owned()),
+                protocol: Some(vip.proto.as_str().to_owned()),
                 mode: vip.mode,
                 gue_port: vip.gue_port.map(i64::from),
                 hash: vip.hash,
                 ring_size: vip.ring_size.map(i64::from),
-                fragments: vip.fragments,
+                fragments: None,
                 target_group: Some(vip.target_group),
             });
             Ok(())

@@ -42,7 +42,7 @@ mod raw;
 mod tests;
 mod validate;
 
-pub use draft::{Draft, EditError, NewVip};
+pub use draft::{Draft, EditError};
 use error::line_column;
 pub use error::ConfigError;
 pub(crate) use validate::host_port;

@@ -3,9 +3,8 @@
 use std::net::IpAddr;
 
 use super::{example_with_tunnel_block, group, ok, vip, TempFile};
-use crate::config::{
-    load_draft, Config, ConfigError, Draft, EditError, NewVip, Protocol, Target, EXAMPLE,
-};
+use crate::admin::protocol::{Proto, VipSpec};
+use crate::config::{load_draft, Config, ConfigError, Draft, EditError, Protocol, Target, EXAMPLE};
 
 fn draft(text: &str) -> Draft {
     Draft::parse(text).unwrap_or_else(|e| panic!("not parsed: {e}\n--- text ---\n{text}"))
@@ -69,18 +68,17 @@ fn invalid(e: EditError) -> Vec<String> {
 }
 
 /// VIP "web6" on 2001:2::100 port 443, tunnelled to `group`.
-fn new_vip(name: &str, group: &str) -> NewVip {
-    NewVip {
+fn new_vip(name: &str, group: &str) -> VipSpec {
+    VipSpec {
         name: name.to_owned(),
         address: ip("2001:2::100"),
         port: 443,
-        protocol: Protocol::Tcp,
+        proto: Proto::Tcp,
         target_group: group.to_owned(),
         mode: Some("tunnel".to_owned()),
         gue_port: None,
         hash: Some("source-ip".to_owned()),
         ring_size: Some(251),
-        fragments: None,
     }
 }
 
@@ -277,17 +275,16 @@ fn add_vip() {
     // Defaults for everything optional.
     let mut d = draft(EXAMPLE);
     let c = d
-        .add_vip(NewVip {
+        .add_vip(VipSpec {
             name: "ssh".to_owned(),
             address: ip("198.18.200.2"),
             port: 22,
-            protocol: Protocol::Tcp,
+            proto: Proto::Tcp,
             target_group: "web-servers".to_owned(),
             mode: None,
             gue_port: None,
             hash: None,
             ring_size: None,
-            fragments: None,
         })
         .expect("added");
     let v = c.vip("ssh").expect("vip ssh");

@@ -1,0 +1,54 @@
+//! `ctl status` and `ctl config`: the agent's state and its running configuration.
+
+use serde_json::Value;
+
+use super::{field_names, key_values, shown, Sent};
+use crate::admin::protocol::{ConfigInfo, StatusInfo};
+
+/// `status`: key/value lines in [`StatusInfo`]'s order; the program on one line, as
+/// `bpftool prog` names it (`lb_xdp id 123 tag 0123456789abcdef`), target states and
+/// failing-open groups in words.
+pub fn status(result: &Value) -> String {
+    shown(result, |sent: &Sent<StatusInfo>| {
+        let s = &sent.value;
+        let mut fields = sent.shown(s);
+        for (name, words) in worded(s) {
+            if let (Some(field), Some(words)) = (fields.get_mut(name), words) {
+                *field = Value::String(words);
+            }
+        }
+        key_values(&fields, field_names::<StatusInfo>())
+    })
+}
+
+/// The [`StatusInfo`] fields that read better in words than as JSON: field name, words.
+pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 3] {
+    let targets: Vec<String> = s
+        .targets
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    [
+        ("program", s.program.as_ref().map(ToString::to_string)),
+        ("targets", Some(targets.join(", "))),
+        (
+            "failing_open",
+            Some(format!(
+                "{} (no healthy target: every target serves)",
+                s.failing_open.join(", ")
+            )),
+        ),
+    ]
+}
+
+/// `config_show`: the TOML itself, after a comment line saying where it came from.
+pub fn config(result: &Value) -> String {
+    shown(result, |c: &ConfigInfo| {
+        let origin = match (&c.source, c.edited) {
+            (Some(p), false) => format!("# running configuration: {p}, unchanged\n"),
+            (Some(p), true) => format!("# running configuration: {p} with runtime edits\n"),
+            (None, _) => "# running configuration: runtime edits only (no file)\n".to_owned(),
+        };
+        format!("{origin}{}", c.toml)
+    })
+}
