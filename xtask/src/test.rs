@@ -19,6 +19,11 @@ use crate::{build, cargo, lint, phase, process, setup, setup::Toolchain};
 /// Names the upgrade variant's object to the tests (tests/tests/e2e_upgrade.rs).
 const UPGRADE_OBJECT_VAR: &str = "LB_TEST_UPGRADE_OBJECT";
 
+/// What `cargo test` runs unless the caller picks packages: every crate but lb-ebpf (it
+/// only builds for BPF). Not the default members, which leave out lb-tests so that a
+/// plain `cargo test` creates no network namespaces.
+const ALL_HOST_PACKAGES: [&str; 3] = ["--workspace", "--exclude", "lb-ebpf"];
+
 pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
     let toolchain = phase::run("setup", || setup::ensure(setup::Verbosity::Summary))?;
     let (object, upgrade, bench) = phase::run("build", || {
@@ -38,10 +43,12 @@ pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
         let mut agent = cargo::host(&root, Some(&object));
         agent.args(["build", "-p", "lb-agent", "--bins"]);
         process::run(&mut agent).context("building lb-agent for the end-to-end tests")?;
-        // The default members: every crate but lb-ebpf, which only builds for BPF.
         let mut cmd = cargo::host(&root, Some(&object));
-        cmd.arg("test")
-            .args(cargo_args)
+        cmd.arg("test");
+        if !selects_packages(cargo_args) {
+            cmd.args(ALL_HOST_PACKAGES);
+        }
+        cmd.args(cargo_args)
             .env(UPGRADE_OBJECT_VAR, &upgrade)
             .env(build::BENCH_OBJECT_VAR, &bench);
         run_and_total(&mut cmd)
@@ -57,6 +64,22 @@ fn upgrade_object(toolchain: &Toolchain) -> Result<PathBuf> {
         &["upgrade-variant"],
         "upgrade-variant (for the upgrade test)",
     )
+}
+
+/// Whether cargo's own arguments (those before a `--`) already choose packages. Ours must
+/// then stay out: cargo silently lets `--workspace` override `-p`, so adding it would run
+/// the whole suite instead of the package the caller named.
+fn selects_packages(cargo_args: &[OsString]) -> bool {
+    cargo_args
+        .iter()
+        .take_while(|arg| arg.as_os_str() != "--")
+        .filter_map(|arg| arg.to_str())
+        .any(|arg| {
+            matches!(arg, "-p" | "--package" | "--workspace" | "--all")
+                || arg.starts_with("--package=")
+                // `-plb-tests`: cargo's short option with its value attached.
+                || (arg.starts_with("-p") && !arg.starts_with("--"))
+        })
 }
 
 /// Runs `cargo test`, echoing its output as it comes, and totals its `test result:` lines.
@@ -124,6 +147,20 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_cargo_options_before_the_separator_choose_packages() {
+        let picks =
+            |args: &[&str]| selects_packages(&args.iter().map(OsString::from).collect::<Vec<_>>());
+        assert!(!picks(&[]));
+        assert!(!picks(&["--release", "--", "--nocapture"]));
+        assert!(!picks(&["--", "-p"]));
+        assert!(picks(&["-p", "lb-tests", "--", "--nocapture"]));
+        assert!(picks(&["-plb-tests"]));
+        assert!(picks(&["--package", "lb-agent"]));
+        assert!(picks(&["--package=lb-agent"]));
+        assert!(picks(&["--workspace"]));
+    }
 
     #[test]
     fn totals_sum_cargo_result_lines() {

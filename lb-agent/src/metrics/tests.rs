@@ -1,6 +1,6 @@
-//! Aggregation tables, and every output format checked by an independent parser (the
-//! system python's `jsonschema` and `prometheus_client`, installed by `cargo xtask
-//! setup`).
+//! Aggregation tables, and every output format checked by an independent parser (EMF by
+//! the `jsonschema` crate against the EMF schema, Prometheus by the system python's
+//! `prometheus_client`, installed by `cargo xtask setup`).
 
 use std::{
     io::Write as _,
@@ -11,6 +11,7 @@ use std::{
 
 use serde_json::Value;
 
+mod emf_schema;
 mod outputs;
 mod sinks;
 
@@ -355,8 +356,8 @@ const MISSING_MODULE: i32 = 77;
 /// Runs `script` with `input` on stdin; its stdout. Fails (never skips) when python or a
 /// module it imports is missing.
 fn python(script: &str, input: &str) -> String {
-    let setup = "run `cargo xtask setup` (it installs python3-jsonschema and \
-                 python3-prometheus-client, which these tests check the output with)";
+    let setup = "run `cargo xtask setup` (it installs python3-prometheus-client, which \
+                 these tests check the Prometheus page with)";
     let mut child = Command::new(PYTHON)
         .args(["-c", script])
         .stdin(Stdio::piped())

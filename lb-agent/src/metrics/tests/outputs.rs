@@ -5,93 +5,10 @@ use std::{collections::HashSet, time::Duration};
 use serde_json::Value;
 
 use super::{
-    c, parse_json, python, sample, settings, steady_minute, wide_period, Aggregator, Sample,
-    MISSING_MODULE,
+    c, emf_schema::emf_check, parse_json, python, sample, settings, steady_minute, wide_period,
+    Aggregator, Sample, MISSING_MODULE,
 };
 use crate::metrics::{datum, emf, json, prometheus};
-
-/// Validates EMF lines (stdin, one per line) against the EMF schema (the shape AWS
-/// documents), and checks that every dimension and metric a directive names is a root
-/// member of the right type. Prints the number of documents.
-const EMF_CHECK: &str = r#"
-import json, sys
-try:
-    import jsonschema
-except ImportError as e:
-    print(e, file=sys.stderr); sys.exit(77)
-
-UNITS = ["Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes",
-    "Gigabytes", "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits",
-    "Percent", "Count", "Bytes/Second", "Kilobytes/Second", "Megabytes/Second",
-    "Gigabytes/Second", "Terabytes/Second", "Bits/Second", "Kilobits/Second",
-    "Megabits/Second", "Gigabits/Second", "Terabits/Second", "Count/Second", "None"]
-SCHEMA = {
-  "type": "object",
-  "required": ["_aws"],
-  "properties": {
-    "_aws": {
-      "type": "object",
-      "required": ["Timestamp", "CloudWatchMetrics"],
-      "properties": {
-        "Timestamp": {"type": "integer", "minimum": 0},
-        "CloudWatchMetrics": {
-          "type": "array",
-          "minItems": 1,
-          "items": {
-            "type": "object",
-            "required": ["Namespace", "Dimensions", "Metrics"],
-            "properties": {
-              "Namespace": {"type": "string", "minLength": 1, "maxLength": 255,
-                            "pattern": "^[^:].*$"},
-              "Dimensions": {
-                "type": "array",
-                "items": {"type": "array", "minItems": 0, "maxItems": 30,
-                          "items": {"type": "string", "minLength": 1, "maxLength": 250}}
-              },
-              "Metrics": {
-                "type": "array",
-                "minItems": 0,
-                "maxItems": 100,
-                "items": {
-                  "type": "object",
-                  "required": ["Name"],
-                  "additionalProperties": False,
-                  "properties": {
-                    "Name": {"type": "string", "minLength": 1, "maxLength": 1024},
-                    "Unit": {"type": "string", "enum": UNITS},
-                    "StorageResolution": {"type": "integer", "enum": [1, 60]}
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-}
-jsonschema.Draft7Validator.check_schema(SCHEMA)
-validator = jsonschema.Draft7Validator(SCHEMA)
-n = 0
-for line in sys.stdin.read().split("\n"):
-    if not line:
-        continue
-    doc = json.loads(line)
-    errors = list(validator.iter_errors(doc))
-    if errors:
-        sys.exit("invalid EMF: %s\n%s" % ("; ".join(e.message for e in errors), line))
-    for d in doc["_aws"]["CloudWatchMetrics"]:
-        for dims in d["Dimensions"]:
-            for k in dims:
-                if not isinstance(doc.get(k), str):
-                    sys.exit("dimension %s is not a root string member: %s" % (k, line))
-        for m in d["Metrics"]:
-            v = doc.get(m["Name"])
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                sys.exit("metric %s is not a root number member: %s" % (m["Name"], line))
-    n += 1
-print(n)
-"#;
 
 /// Parses a Prometheus page (stdin) with prometheus_client; prints one JSON line per
 /// sample: [family, type, sample name, labels, value].
@@ -107,15 +24,6 @@ for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
         print(json.dumps([family.name, family.type, s.name, s.labels, s.value]))
 "#;
-
-fn emf_check(lines: &[String]) -> usize {
-    let mut input = lines.join("\n");
-    input.push('\n');
-    python(EMF_CHECK, &input)
-        .trim()
-        .parse()
-        .expect("a document count")
-}
 
 #[test]
 fn missing_modules_are_a_failure_not_a_skip() {
@@ -402,7 +310,7 @@ fn prometheus_label_escaping() {
 fn the_emf_check_rejects_what_the_spec_forbids() {
     let fails = |line: &str| {
         let line = line.to_owned();
-        std::panic::catch_unwind(move || python(EMF_CHECK, &line)).is_err()
+        std::panic::catch_unwind(move || emf_check(&[line])).is_err()
     };
     let ok = r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"lb","Dimensions":[["LoadBalancer"]],"Metrics":[{"Name":"X","Unit":"Count"}]}]},"LoadBalancer":"web","X":1}"#;
     assert!(!fails(ok));
