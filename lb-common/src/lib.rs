@@ -15,6 +15,7 @@ pub mod config;
 pub mod decap;
 pub mod flow;
 pub mod hash;
+pub mod ip;
 pub mod service;
 pub mod stats;
 
