@@ -22,16 +22,26 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::parse::{l3_start, ptr_at, read_l2, write_l2, ETH_P_IP, ETH_P_IPV6};
+use crate::{
+    maps::abi_map,
+    parse::{l3_start, ptr_at, read_l2, write_l2, ETH_P_IP, ETH_P_IPV6},
+};
 
-#[map(name = "LB_DECAP_ADR_V1")]
-static DECAP_ADDRS: HashMap<DecapKey, u32> = HashMap::with_max_entries(256, 0);
+abi_map! {
+    #[map(name = "LB_DECAP_ADR_V1")]
+    static DECAP_ADDRS: HashMap<DecapKey, u32> = HashMap::with_max_entries(256, 0);
+}
 
-#[map(name = "LB_DECAP_CFG_V1")]
-static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
+abi_map! {
+    #[map(name = "LB_DECAP_CFG_V1")]
+    static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
+}
 
-#[map(name = "LB_DECAP_ST_V1")]
-static DECAP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DecapEvent::COUNT, 0);
+abi_map! {
+    #[map(name = "LB_DECAP_ST_V1")]
+    static DECAP_STATS: PerCpuArray<Counter> =
+        PerCpuArray::with_max_entries(DecapEvent::COUNT, 0);
+}
 
 #[inline(always)]
 pub fn count(event: DecapEvent, bytes: u64) {
