@@ -476,13 +476,9 @@ impl Services {
                             } else {
                                 0
                             };
-                            backend_ids.get(&(g.name.clone(), t.address)).map(|id| {
-                                maglev::Backend::new(
-                                    id.0,
-                                    t.address.to_string().into_bytes(),
-                                    weight,
-                                )
-                            })
+                            backend_ids
+                                .get(&(g.name.clone(), t.address))
+                                .map(|id| maglev::Backend::for_target(id.0, t.address, weight))
                         })
                         .collect()
                 })

@@ -58,9 +58,10 @@
 //!   errors), and the hash is SipHash-2-4 written out in this crate with fixed keys derived
 //!   from the seed (the `hash` submodule pins it with known-answer tests), so every load balancer host
 //!   behind one ECMP group builds the same table, on any platform and across releases. A
-//!   backend's *positions* depend on its key only; its `id` is just the value written into
-//!   its slots. So hosts that number their backends differently still send every flow to
-//!   the same backend (only their fingerprints differ).
+//!   backend's *positions* depend on its key only (for a configured target, its address:
+//!   [`target_key`]); its `id` is just the value written into its slots. So hosts that
+//!   number their backends differently still send every flow to the same backend (only
+//!   their fingerprints differ).
 //! * **Cost:** `O(N log N)` to sort and apportion, `O(M + Q)` to schedule the turns (a
 //!   calendar of per-round FIFO lists, O(1) per turn whatever the weights), plus Maglev's
 //!   expected `O(M log M)` walking of preference lists. A handful of allocations per table
@@ -75,7 +76,7 @@ mod hash;
 
 pub use disruption::{disruption, min_moved_fraction, Disruption};
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 /// Slot value when the table has no backend (no backends, or every weight 0).
 pub const NO_BACKEND: u32 = lb_common::NO_BACKEND;
@@ -105,8 +106,8 @@ pub struct Backend {
     /// The data plane's backend index: the value written into this backend's slots.
     /// Must not be [`NO_BACKEND`].
     pub id: u32,
-    /// Stable identity bytes (e.g. address octets followed by the port), hashed to place the
-    /// backend. Must be the same on every host and across restarts; ids may differ.
+    /// Stable identity bytes, hashed to place the backend: for a configured target,
+    /// [`target_key`]. Must be the same on every host and across restarts; ids may differ.
     pub key: Vec<u8>,
     /// Relative weight; 0 = quiesce (no slots, so no new flows; the build is then the same
     /// as without this backend).
@@ -121,6 +122,23 @@ impl Backend {
             weight,
         }
     }
+
+    /// The configured target at `addr`, placed by its [`target_key`].
+    pub fn for_target(id: u32, addr: impl Into<IpAddr>, weight: u32) -> Self {
+        Self::new(id, target_key(addr.into()), weight)
+    }
+}
+
+/// The key that places a configured target in every ring: its address as text, as
+/// `IpAddr`'s `Display` writes it (`198.18.0.10`, `2001:db8::1`), in bytes. Addresses are
+/// unique within a group; the weight is not part of the key, so a weight change keeps the
+/// target's preference list.
+///
+/// This rule must never change: a backend's slots follow from its key alone, so another
+/// rule would reshuffle every ring on upgrade (moving every flow the flow table does not
+/// hold), and hosts of one ECMP group on different versions would disagree on flows.
+pub fn target_key(addr: IpAddr) -> Vec<u8> {
+    addr.to_string().into_bytes()
 }
 
 /// Why a table could not be built.

@@ -2,7 +2,8 @@
 
 use super::*;
 
-/// IPv4 address + port bytes, as the agent builds keys.
+/// Distinct keys for the table tests: IPv4 address octets and a port. Any distinct bytes
+/// will do here; the agent keys its targets by [`target_key`].
 fn key(i: u32) -> Vec<u8> {
     let [a, b, c, d] = (0x0a00_0000u32 + i).to_be_bytes();
     vec![a, b, c, d, 0, 80]
@@ -361,6 +362,19 @@ fn duplicates_rejected() {
         build(&reserved, 251, 0),
         Err(MaglevError::ReservedId { .. })
     ));
+}
+
+/// The target-key rule is part of every ring's layout: this pins it (see [`target_key`]).
+#[test]
+fn target_key_is_the_address_text() {
+    let v4: IpAddr = "198.18.0.10".parse().unwrap();
+    let v6: IpAddr = "2001:db8:0:0::1".parse().unwrap();
+    assert_eq!(target_key(v4), b"198.18.0.10");
+    assert_eq!(target_key(v6), b"2001:db8::1");
+    assert_eq!(
+        Backend::for_target(7, v4, 3),
+        Backend::new(7, b"198.18.0.10".to_vec(), 3)
+    );
 }
 
 #[test]
