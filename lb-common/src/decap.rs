@@ -1,6 +1,8 @@
 //! The `lb_decap` program's ABI: which outer destinations it decapsulates for, the GUE
 //! port, and its counters.
 
+use crate::stats::counter_enum;
+
 /// Key of the decap address map: an outer destination address this host accepts
 /// tunnelled packets for. IPv4 in `addr[0..4]`.
 #[repr(C)]
@@ -22,29 +24,15 @@ pub struct DecapConfig {
 }
 const _: () = assert!(core::mem::size_of::<DecapConfig>() == 4);
 
-/// What `lb_decap` did with a frame; indices of its per-CPU counter array.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DecapEvent {
-    /// Outer headers stripped; the inner packet passed to the kernel.
-    Decapsulated = 0,
-    /// Not a tunnel packet for this host: passed untouched.
-    NotForUs = 1,
-    /// A tunnel packet for this host whose headers are inconsistent: dropped.
-    Malformed = 2,
-}
-
-impl DecapEvent {
-    pub const COUNT: u32 = 3;
-    pub const ALL: [DecapEvent; Self::COUNT as usize] =
-        [Self::Decapsulated, Self::NotForUs, Self::Malformed];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Decapsulated => "decapsulated",
-            Self::NotForUs => "not_for_us",
-            Self::Malformed => "malformed",
-        }
+counter_enum! {
+    /// What `lb_decap` did with a frame; indices of its per-CPU counter array.
+    pub enum DecapEvent {
+        /// Outer headers stripped; the inner packet passed to the kernel.
+        Decapsulated = 0 => "decapsulated",
+        /// Not a tunnel packet for this host: passed untouched.
+        NotForUs = 1 => "not_for_us",
+        /// A tunnel packet for this host whose headers are inconsistent: dropped.
+        Malformed = 2 => "malformed",
     }
 }
 

@@ -15,6 +15,8 @@ pub mod config;
 pub mod decap;
 pub mod flow;
 pub mod hash;
+pub mod ip;
+pub mod maps;
 pub mod service;
 pub mod stats;
 
@@ -34,78 +36,4 @@ pub mod programs {
     pub const LB_DECAP: &str = "lb_decap";
     /// Returns `XDP_PASS` and does nothing else: the baseline of per-packet benchmarks.
     pub const LB_NOOP: &str = "lb_noop";
-}
-
-/// Names of the maps in the eBPF object. Kernel map names are limited to 15 characters,
-/// so every name here fits (checked below). The eBPF side repeats each name as a literal
-/// in its `#[map]` attribute (the macro needs one); the agent checks every name here
-/// exists in the object it loads.
-pub mod maps {
-    /// Per-CPU array of [`crate::Counter`] indexed by [`crate::Verdict`].
-    pub const VERDICTS: &str = "LB_VERDICT_V1";
-    /// Per-CPU array of [`crate::Counter`] indexed by [`crate::TrafficClass`].
-    pub const TRAFFIC: &str = "LB_TRAFFIC_V1";
-    /// Per-CPU array of [`crate::Counter`] indexed by [`crate::DropReason`].
-    pub const DROPS: &str = "LB_DROP_V1";
-    /// Per-CPU array of [`crate::Counter`] indexed by [`crate::Event`].
-    pub const EVENTS: &str = "LB_EVENT_V1";
-    /// Hash [`crate::VipKey`] → [`crate::VipMeta`].
-    pub const VIPS: &str = "LB_VIP_V1";
-    /// Array of maps indexed by VIP id; inner: array of backend ids (the Maglev ring).
-    pub const RINGS: &str = "LB_RING_V1";
-    /// Array of [`crate::Backend`] indexed by backend id.
-    pub const BACKENDS: &str = "LB_BACKEND_V1";
-    /// LRU hash [`crate::FlowKey`] → [`crate::FlowValue`].
-    pub const FLOWS: &str = "LB_FLOW_V1";
-    /// One-entry array holding [`crate::LbConfig`].
-    pub const CONFIG: &str = "LB_CONFIG_V1";
-    /// Per-CPU array of [`crate::ServiceCounter`] indexed by VIP id.
-    pub const VIP_STATS: &str = "LB_VIP_STATS_V1";
-    /// Per-CPU array of [`crate::ServiceCounter`] indexed by backend id.
-    pub const BACKEND_STATS: &str = "LB_BE_STATS_V1";
-    /// Per-CPU one-entry array of [`crate::FloodWindow`].
-    pub const FLOOD: &str = "LB_FLOOD_V1";
-    /// Device map (hash, keyed by ifindex) of interfaces packets may be redirected to.
-    pub const TX_PORTS: &str = "LB_TX_PORTS_V1";
-
-    /// Every map the agent owns, for pinning and adoption checks.
-    pub const ALL: &[&str] = &[
-        VERDICTS,
-        TRAFFIC,
-        DROPS,
-        EVENTS,
-        VIPS,
-        RINGS,
-        BACKENDS,
-        FLOWS,
-        CONFIG,
-        VIP_STATS,
-        BACKEND_STATS,
-        FLOOD,
-        TX_PORTS,
-    ];
-
-    /// Hash [`crate::decap::DecapKey`] → `u32` (unused): outer destinations `lb_decap`
-    /// decapsulates for.
-    pub const DECAP_ADDRS: &str = "LB_DECAP_ADR_V1";
-    /// One-entry array holding [`crate::decap::DecapConfig`].
-    pub const DECAP_CONFIG: &str = "LB_DECAP_CFG_V1";
-    /// Per-CPU array of [`crate::Counter`] indexed by [`crate::decap::DecapEvent`].
-    pub const DECAP_STATS: &str = "LB_DECAP_ST_V1";
-
-    /// The maps of `lb_decap`.
-    pub const DECAP_ALL: &[&str] = &[DECAP_ADDRS, DECAP_CONFIG, DECAP_STATS];
-
-    const fn names_fit(names: &[&str]) {
-        let mut i = 0;
-        while i < names.len() {
-            assert!(
-                names[i].len() <= 15,
-                "kernel map names are at most 15 bytes"
-            );
-            i += 1;
-        }
-    }
-    const _: () = names_fit(ALL);
-    const _: () = names_fit(DECAP_ALL);
 }

@@ -25,8 +25,8 @@ pub const FAMILY_V6: u8 = 6;
 /// `Fragment`). At most one fragment-routing VIP may share an address and protocol.
 pub const FAMILY_FRAG_KEY: u8 = 0x80;
 
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+/// The transport protocols a VIP (`VipKey::proto`) can have.
+pub use crate::ip::{PROTO_TCP, PROTO_UDP};
 
 /// Key of the VIP map: what a packet's destination must match.
 /// IPv4 addresses occupy `addr[0..4]`, the rest is zero. `port` is in network byte order;

@@ -14,6 +14,7 @@ use aya_ebpf::{
     maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
+use lb_common::ip::{PROTO_IPIP, PROTO_UDP};
 
 use crate::parse::{ptr_at, ptr_at_mut};
 
@@ -67,8 +68,6 @@ const IP4_LEN: usize = 20;
 /// frame (up to the inner UDP destination port).
 const PLAIN_LEN: usize = ETH_LEN + IP4_LEN + 4;
 const IPIP_LEN: usize = ETH_LEN + 2 * IP4_LEN + 4;
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_UDP: u8 = 17;
 
 /// The interfaces `lb_bench_fwd` spreads frames over: the benchmark's three sinks.
 #[map(name = "LBB_FWD_PORT")]
@@ -171,7 +170,7 @@ fn sink_kind(ctx: &XdpContext) -> u32 {
     let proto = h[ETH_LEN + 9];
     let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
     let dport = u32::from(u16::from_be_bytes([h[36], h[37]]));
-    if proto == IPPROTO_UDP && dport == port {
+    if proto == PROTO_UDP && dport == port {
         if dst == vip {
             return KIND_VIP;
         }
@@ -180,7 +179,7 @@ fn sink_kind(ctx: &XdpContext) -> u32 {
         }
         return KIND_OTHER;
     }
-    if proto != IPPROTO_IPIP || dst != own {
+    if proto != PROTO_IPIP || dst != own {
         return KIND_OTHER;
     }
     let Some(frame) = ptr_at::<[u8; IPIP_LEN]>(ctx, 0) else {
@@ -192,7 +191,7 @@ fn sink_kind(ctx: &XdpContext) -> u32 {
     let inner_dst =
         u32::from_be_bytes([h[inner + 16], h[inner + 17], h[inner + 18], h[inner + 19]]);
     let inner_dport = u32::from(u16::from_be_bytes([h[inner + 22], h[inner + 23]]));
-    if h[inner] == 0x45 && h[inner + 9] == IPPROTO_UDP && inner_dst == vip && inner_dport == port {
+    if h[inner] == 0x45 && h[inner + 9] == PROTO_UDP && inner_dst == vip && inner_dport == port {
         KIND_IPIP
     } else {
         KIND_OTHER

@@ -13,6 +13,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     decap::{DecapConfig, DecapEvent, DecapKey},
+    ip::{PROTO_IPIP, PROTO_IPV6, PROTO_UDP},
     service::{FAMILY_V4, FAMILY_V6},
     Counter,
 };
@@ -21,20 +22,26 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::parse::{l3_start, ptr_at, read_l2, write_l2, ETH_P_IP, ETH_P_IPV6};
+use crate::{
+    maps::abi_map,
+    parse::{l3_start, ptr_at, read_l2, write_l2, ETH_P_IP, ETH_P_IPV6},
+};
 
-#[map(name = "LB_DECAP_ADR_V1")]
-static DECAP_ADDRS: HashMap<DecapKey, u32> = HashMap::with_max_entries(256, 0);
+abi_map! {
+    #[map(name = "LB_DECAP_ADR_V1")]
+    static DECAP_ADDRS: HashMap<DecapKey, u32> = HashMap::with_max_entries(256, 0);
+}
 
-#[map(name = "LB_DECAP_CFG_V1")]
-static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
+abi_map! {
+    #[map(name = "LB_DECAP_CFG_V1")]
+    static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
+}
 
-#[map(name = "LB_DECAP_ST_V1")]
-static DECAP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(DecapEvent::COUNT, 0);
-
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
-const IPPROTO_UDP: u8 = 17;
+abi_map! {
+    #[map(name = "LB_DECAP_ST_V1")]
+    static DECAP_STATS: PerCpuArray<Counter> =
+        PerCpuArray::with_max_entries(DecapEvent::COUNT, 0);
+}
 
 #[inline(always)]
 pub fn count(event: DecapEvent, bytes: u64) {
@@ -85,7 +92,7 @@ pub fn try_decap(ctx: &XdpContext) -> DecapEvent {
         }
         _ => return DecapEvent::NotForUs,
     };
-    if proto != IPPROTO_IPIP && proto != IPPROTO_IPV6 && proto != IPPROTO_UDP {
+    if proto != PROTO_IPIP && proto != PROTO_IPV6 && proto != PROTO_UDP {
         return DecapEvent::NotForUs;
     }
     // SAFETY: the value is only tested for presence.
@@ -96,8 +103,8 @@ pub fn try_decap(ctx: &XdpContext) -> DecapEvent {
         return DecapEvent::Malformed;
     }
     let mut strip = outer;
-    let mut inner_v6 = proto == IPPROTO_IPV6;
-    if proto == IPPROTO_UDP {
+    let mut inner_v6 = proto == PROTO_IPV6;
+    if proto == PROTO_UDP {
         let gue_port = DECAP_CONFIG.get(0).map_or(0, |c| c.gue_port);
         let Some(udp) = ptr_at::<UdpHdr>(ctx, l3 + outer) else {
             return DecapEvent::NotForUs;

@@ -9,6 +9,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
+    ip::{PROTO_IPIP, PROTO_IPV6, PROTO_UDP},
     service::{mode, FAMILY_V4, FAMILY_V6},
     DropReason, Event, LbConfig, Verdict, VipMeta,
 };
@@ -28,9 +29,6 @@ const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
 const FIB_FRAG_NEEDED: i64 = 8;
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
-const IPPROTO_UDP: u8 = 17;
 const OUTER_TTL: u8 = 64;
 
 /// How long a FIB answer is reused for a backend. A FIB lookup costs more than the rest
@@ -268,11 +266,11 @@ pub fn tunnel(
         return Out::Drop(DropReason::AdjustFailed);
     }
     let inner = if pkt.key.family == FAMILY_V4 {
-        IPPROTO_IPIP
+        PROTO_IPIP
     } else {
-        IPPROTO_IPV6
+        PROTO_IPV6
     };
-    let proto = if gue { IPPROTO_UDP } else { inner };
+    let proto = if gue { PROTO_UDP } else { inner };
     let written = if outer_v6 {
         write_ipv6(ctx, l3, pkt, choice, cfg, proto, outer_len)
     } else {

@@ -13,14 +13,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    service::{FAMILY_V4, PROTO_TCP, PROTO_UDP},
+    ip::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    service::FAMILY_V4,
     DropReason, FlowKey,
 };
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::{
     csum,
-    parse::{ptr_at, ptr_at_mut, read_l2, write_l2, Frag, Packet, IPPROTO_ICMP, IPPROTO_ICMPV6},
+    parse::{ptr_at, ptr_at_mut, read_l2, write_l2, Frag, Packet},
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -49,7 +50,7 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet) -> Option<FlowKey> {
         ..FlowKey::default()
     };
     let l4 = if pkt.key.family == FAMILY_V4 {
-        if pkt.key.proto != IPPROTO_ICMP || icmp_type != ICMP_DEST_UNREACH {
+        if pkt.key.proto != PROTO_ICMP || icmp_type != ICMP_DEST_UNREACH {
             return None;
         }
         if inner + Ipv4Hdr::LEN > ip_end {
@@ -68,7 +69,7 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet) -> Option<FlowKey> {
         key.dst[..4].copy_from_slice(&ip.src_addr);
         inner + ihl
     } else {
-        if pkt.key.proto != IPPROTO_ICMPV6
+        if pkt.key.proto != PROTO_ICMPV6
             || (icmp_type != ICMPV6_DEST_UNREACH && icmp_type != ICMPV6_PKT_TOOBIG)
         {
             return None;
@@ -153,26 +154,8 @@ pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), DropReaso
         let ip = unsafe { &mut *ip };
         let tot = (20 + icmp_len).to_be_bytes();
         *ip = [
-            0x45,
-            0,
-            tot[0],
-            tot[1],
-            0,
-            0,
-            0,
-            0,
-            64,
-            IPPROTO_ICMP,
-            0,
-            0,
-            src[0],
-            src[1],
-            src[2],
-            src[3],
-            dst[0],
-            dst[1],
-            dst[2],
-            dst[3],
+            0x45, 0, tot[0], tot[1], 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, src[0], src[1], src[2],
+            src[3], dst[0], dst[1], dst[2], dst[3],
         ];
         let c = csum::ipv4_header(ip).to_be_bytes();
         ip[10] = c[0];
@@ -193,7 +176,7 @@ pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), DropReaso
         // SAFETY: bounds checked by `ptr_at_mut`.
         let ip = unsafe { &mut *ip };
         let plen = icmp_len.to_be_bytes();
-        ip[..8].copy_from_slice(&[0x60, 0, 0, 0, plen[0], plen[1], IPPROTO_ICMPV6, 64]);
+        ip[..8].copy_from_slice(&[0x60, 0, 0, 0, plen[0], plen[1], PROTO_ICMPV6, 64]);
         ip[8..24].copy_from_slice(&src);
         ip[24..40].copy_from_slice(&dst);
         let m = mtu.to_be_bytes();
@@ -209,7 +192,7 @@ pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), DropReaso
             i += 2;
         }
         pseudo += u16::from_ne_bytes(icmp_len.to_be_bytes()) as u32;
-        pseudo += u16::from_ne_bytes([0, IPPROTO_ICMPV6]) as u32;
+        pseudo += u16::from_ne_bytes([0, PROTO_ICMPV6]) as u32;
         let sum = csum_icmp(ctx, l3 + 40, pseudo)?;
         let c = sum.to_ne_bytes();
         // SAFETY: bounds checked above (same 8 bytes); the frame has not moved since.

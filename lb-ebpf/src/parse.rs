@@ -10,7 +10,11 @@
 use aya_ebpf::programs::XdpContext;
 use core::mem;
 use lb_common::{
-    service::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    ip::{
+        PROTO_DSTOPTS, PROTO_FRAGMENT, PROTO_HOPOPTS, PROTO_ICMP, PROTO_ICMPV6, PROTO_ROUTING,
+        PROTO_TCP, PROTO_UDP,
+    },
+    service::{FAMILY_V4, FAMILY_V6},
     FlowKey, TrafficClass,
 };
 use network_types::{
@@ -26,13 +30,6 @@ pub const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 const ETH_P_ARP: u16 = 0x0806u16.to_be();
 const ETH_P_8021Q: u16 = 0x8100u16.to_be();
 const ETH_P_8021AD: u16 = 0x88A8u16.to_be();
-
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_ICMPV6: u8 = 58;
-const IPV6_HOPOPTS: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_DSTOPTS: u8 = 60;
 
 /// How many IPv6 extension headers (hop-by-hop, routing, fragment, destination options)
 /// are skipped before giving up on a packet; more is not attributed to a VIP.
@@ -138,7 +135,7 @@ fn class_v4(proto: u8) -> TrafficClass {
     match proto {
         PROTO_TCP => TrafficClass::Ipv4Tcp,
         PROTO_UDP => TrafficClass::Ipv4Udp,
-        IPPROTO_ICMP => TrafficClass::Ipv4Icmp,
+        PROTO_ICMP => TrafficClass::Ipv4Icmp,
         _ => TrafficClass::Ipv4Other,
     }
 }
@@ -148,7 +145,7 @@ fn class_v6(proto: u8) -> TrafficClass {
     match proto {
         PROTO_TCP => TrafficClass::Ipv6Tcp,
         PROTO_UDP => TrafficClass::Ipv6Udp,
-        IPPROTO_ICMPV6 => TrafficClass::Ipv6Icmp,
+        PROTO_ICMPV6 => TrafficClass::Ipv6Icmp,
         _ => TrafficClass::Ipv6Other,
     }
 }
@@ -219,7 +216,7 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
     let mut frag = Frag::No;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
-            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+            PROTO_HOPOPTS | PROTO_ROUTING | PROTO_DSTOPTS => {
                 let Some(h) = ptr_at::<[u8; 2]>(ctx, l4) else {
                     return Parsed::Other(TrafficClass::Ipv6Other);
                 };
@@ -228,7 +225,7 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
                 next = h[0];
                 l4 += (h[1] as usize + 1) * 8;
             }
-            IPV6_FRAGMENT => {
+            PROTO_FRAGMENT => {
                 // RFC 8200 allows one fragment header; a second one is not ours to judge
                 // (the kernel drops it), and must never reset the state the first set
                 // (found by the mutation fuzzer).
@@ -258,7 +255,7 @@ fn parse_v6(ctx: &XdpContext, l3: usize) -> Parsed {
     let class = class_v6(next);
     if matches!(
         next,
-        IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_FRAGMENT
+        PROTO_HOPOPTS | PROTO_ROUTING | PROTO_DSTOPTS | PROTO_FRAGMENT
     ) || l4 > l3 + ip_len
     {
         return Parsed::Other(class);

@@ -161,7 +161,7 @@ impl VipSpec {
 }
 
 /// Builds the ring of a VIP whose backends are the three hosts in family `v6`, with
-/// `weights[i]` for host `i`, exactly as the agent would (keys: the address text).
+/// `weights[i]` for host `i`, exactly as the agent would (keyed by `maglev::target_key`).
 pub fn build_ring(v6: bool, weights: &[u32; BACKENDS], seed: u32) -> anyhow::Result<maglev::Table> {
     let members: Vec<maglev::Backend> = (0..BACKENDS)
         .map(|i| {
@@ -170,7 +170,7 @@ pub fn build_ring(v6: bool, weights: &[u32; BACKENDS], seed: u32) -> anyhow::Res
             } else {
                 backend_v4(i).into()
             };
-            maglev::Backend::new(backend_id(v6, i), addr.to_string().into_bytes(), weights[i])
+            maglev::Backend::for_target(backend_id(v6, i), addr, weights[i])
         })
         .collect();
     maglev::build(&members, RING_SIZE, seed).context("building a Maglev ring")

@@ -233,6 +233,8 @@ mod tests {
 /// Byte surgery on built frames, for the hostile cases a builder will not make.
 /// Offsets assume an untagged Ethernet header (14 bytes).
 pub mod edit {
+    use lb_common::ip::PROTO_FRAGMENT;
+
     const L3: usize = 14;
 
     fn ipv4_checksum(f: &mut [u8]) {
@@ -323,7 +325,7 @@ pub mod edit {
 
     /// Inserts IPv6 extension headers after the fixed header. `headers` are
     /// (type, body) pairs; each body is padded to a multiple of 8 bytes with the
-    /// next-header and length bytes in front. Fragment headers (44) are 8 bytes whose
+    /// next-header and length bytes in front. Fragment headers are 8 bytes whose
     /// body is the 6 bytes after next-header/reserved.
     pub fn ipv6_ext(f: &[u8], headers: &[(u8, Vec<u8>)]) -> Vec<u8> {
         let l4_proto = f[L3 + 6];
@@ -335,7 +337,7 @@ pub mod edit {
             while h.len() % 8 != 0 {
                 h.push(0);
             }
-            if headers[i].0 != 44 {
+            if headers[i].0 != PROTO_FRAGMENT {
                 h[1] = (h.len() / 8 - 1) as u8;
             }
             chain.extend_from_slice(&h);

@@ -293,9 +293,7 @@ impl Scenario {
         for (vip_id, (name, key, mode_, flags, gue_port, ids)) in specs.into_iter().enumerate() {
             let members: Vec<maglev::Backend> = ids
                 .iter()
-                .map(|&id| {
-                    maglev::Backend::new(id, backends[id as usize].addr.to_string().into_bytes(), 1)
-                })
+                .map(|&id| maglev::Backend::for_target(id, backends[id as usize].addr, 1))
                 .collect();
             let table = maglev::build(&members, RING, cfg.hash_seed).context("building a ring")?;
             dp.install_ring(vip_id as u32, table.slots())?;
@@ -353,13 +351,7 @@ impl Scenario {
     pub fn set_weights(&mut self, name: &str, weights: &[(u32, u32)]) -> anyhow::Result<()> {
         let members: Vec<maglev::Backend> = weights
             .iter()
-            .map(|&(id, w)| {
-                maglev::Backend::new(
-                    id,
-                    self.backends[id as usize].addr.to_string().into_bytes(),
-                    w,
-                )
-            })
+            .map(|&(id, w)| maglev::Backend::for_target(id, self.backends[id as usize].addr, w))
             .collect();
         let table = maglev::build(&members, RING, self.cfg.hash_seed).context("building a ring")?;
         let i = self

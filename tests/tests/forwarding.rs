@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_common::{
+    ip::{PROTO_DSTOPTS, PROTO_HOPOPTS},
     service::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
     Counter, DropReason, Event, FlowKey, ServiceCounter, Verdict,
 };
@@ -461,7 +462,10 @@ fn cases(s: &Scenario) -> Vec<Case> {
     );
     let ext = edit::ipv6_ext(
         &packet::tcp6_syn(CLIENT6, 41001, dr6, dr6p),
-        &[(0, vec![1, 4, 0, 0, 0, 0]), (60, vec![1, 4, 0, 0, 0, 0])],
+        &[
+            (PROTO_HOPOPTS, vec![1, 4, 0, 0, 0, 0]),
+            (PROTO_DSTOPTS, vec![1, 4, 0, 0, 0, 0]),
+        ],
     );
     b.dr(
         "dr6 hop-by-hop + destination options",
@@ -869,11 +873,11 @@ fn cases(s: &Scenario) -> Vec<Case> {
     let five = edit::ipv6_ext(
         &packet::tcp6_syn(CLIENT6, 47100, dr6, dr6p),
         &[
-            (0, vec![1, 4, 0, 0, 0, 0]),
-            (60, vec![1, 4, 0, 0, 0, 0]),
-            (60, vec![1, 4, 0, 0, 0, 0]),
-            (60, vec![1, 4, 0, 0, 0, 0]),
-            (60, vec![1, 4, 0, 0, 0, 0]),
+            (PROTO_HOPOPTS, vec![1, 4, 0, 0, 0, 0]),
+            (PROTO_DSTOPTS, vec![1, 4, 0, 0, 0, 0]),
+            (PROTO_DSTOPTS, vec![1, 4, 0, 0, 0, 0]),
+            (PROTO_DSTOPTS, vec![1, 4, 0, 0, 0, 0]),
+            (PROTO_DSTOPTS, vec![1, 4, 0, 0, 0, 0]),
         ],
     );
     b.pass("ipv6 with 5 extension headers (limit 4)", five, &[]);

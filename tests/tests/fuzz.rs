@@ -20,6 +20,10 @@ use std::{
 use anyhow::Context as _;
 use etherparse::PacketBuilder;
 use lb_common::{
+    ip::{
+        PROTO_DSTOPTS, PROTO_FRAGMENT, PROTO_HOPOPTS, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPIP,
+        PROTO_IPV6, PROTO_NONE, PROTO_ROUTING,
+    },
     service::{mode, vip_flags, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
     Counter, FlowKey, Verdict, VipKey,
 };
@@ -39,8 +43,6 @@ const MIN_FRAME: usize = 14;
 /// Mutated frames are kept below this (the veth MTU plus headers).
 const MAX_FRAME: usize = 1514;
 
-const ICMP: u8 = 1;
-const ICMPV6: u8 = 58;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_PSH_ACK: u8 = 0x18;
@@ -319,29 +321,35 @@ fn vip_seeds(v: &Vip, seeds: &mut Vec<Seed>) {
             add(format!("port {port} middle fragment"), last_mf);
         } else {
             let hop = vec![1, 4, 0, 0, 0, 0];
-            let e = edit::ipv6_ext(&data, &[(0, hop.clone()), (60, hop.clone())]);
+            let e = edit::ipv6_ext(
+                &data,
+                &[(PROTO_HOPOPTS, hop.clone()), (PROTO_DSTOPTS, hop.clone())],
+            );
             add(format!("port {port} hop-by-hop + dstopts"), e);
-            let e = edit::ipv6_ext(&big, &[(43, vec![0, 0, 0, 0, 0, 0])]);
+            let e = edit::ipv6_ext(&big, &[(PROTO_ROUTING, vec![0, 0, 0, 0, 0, 0])]);
             add(format!("port {port} routing header"), e.clone());
             add(
                 format!("port {port} routing header 802.1Q"),
                 tagged(&e, &[(0x8100, 3)]),
             );
-            let e = edit::ipv6_ext(&big, &[(44, vec![0, 1, 0, 0, 0, 1])]);
+            let e = edit::ipv6_ext(&big, &[(PROTO_FRAGMENT, vec![0, 1, 0, 0, 0, 1])]);
             add(format!("port {port} first fragment"), e);
             let e = edit::ipv6_ext(
                 &big,
-                &[(0, hop.clone()), (44, vec![0x03, 0x20, 0, 0, 0, 1])],
+                &[
+                    (PROTO_HOPOPTS, hop.clone()),
+                    (PROTO_FRAGMENT, vec![0x03, 0x20, 0, 0, 0, 1]),
+                ],
             );
             add(format!("port {port} later fragment"), e);
-            let e = edit::ipv6_ext(&big, &[(44, vec![0, 0, 0, 0, 0, 2])]);
+            let e = edit::ipv6_ext(&big, &[(PROTO_FRAGMENT, vec![0, 0, 0, 0, 0, 2])]);
             add(format!("port {port} atomic fragment"), e);
             // Two fragment headers: still a later fragment, whatever the second one says.
             let e = edit::ipv6_ext(
                 &data,
                 &[
-                    (44, vec![0x03, 0x20, 0, 0, 0, 3]),
-                    (44, vec![0, 0, 0, 0, 0, 4]),
+                    (PROTO_FRAGMENT, vec![0x03, 0x20, 0, 0, 0, 3]),
+                    (PROTO_FRAGMENT, vec![0, 0, 0, 0, 0, 4]),
                 ],
             );
             add(
@@ -351,21 +359,21 @@ fn vip_seeds(v: &Vip, seeds: &mut Vec<Seed>) {
             let four = edit::ipv6_ext(
                 &data,
                 &[
-                    (0, hop.clone()),
-                    (43, vec![0, 0, 0, 0, 0, 0]),
-                    (60, hop.clone()),
-                    (60, hop.clone()),
+                    (PROTO_HOPOPTS, hop.clone()),
+                    (PROTO_ROUTING, vec![0, 0, 0, 0, 0, 0]),
+                    (PROTO_DSTOPTS, hop.clone()),
+                    (PROTO_DSTOPTS, hop.clone()),
                 ],
             );
             add(format!("port {port} 4 extension headers"), four);
             let five = edit::ipv6_ext(
                 &data,
                 &[
-                    (0, hop.clone()),
-                    (60, hop.clone()),
-                    (60, hop.clone()),
-                    (60, hop.clone()),
-                    (60, hop),
+                    (PROTO_HOPOPTS, hop.clone()),
+                    (PROTO_DSTOPTS, hop.clone()),
+                    (PROTO_DSTOPTS, hop.clone()),
+                    (PROTO_DSTOPTS, hop.clone()),
+                    (PROTO_DSTOPTS, hop),
                 ],
             );
             add(format!("port {port} 5 extension headers"), five);
@@ -509,14 +517,16 @@ fn lax_layout(f: &[u8]) -> Layout {
             let mut at = l3 + 40;
             for _ in 0..4 {
                 match next {
-                    0 | 43 | 60 => match (f.get(at), f.get(at + 1)) {
-                        (Some(&n), Some(&len)) => {
-                            next = n;
-                            at += (len as usize + 1) * 8;
+                    PROTO_HOPOPTS | PROTO_ROUTING | PROTO_DSTOPTS => {
+                        match (f.get(at), f.get(at + 1)) {
+                            (Some(&n), Some(&len)) => {
+                                next = n;
+                                at += (len as usize + 1) * 8;
+                            }
+                            _ => break,
                         }
-                        _ => break,
-                    },
-                    44 => match f.get(at) {
+                    }
+                    PROTO_FRAGMENT => match f.get(at) {
                         Some(&n) => {
                             next = n;
                             at += 8;
@@ -592,7 +602,15 @@ fn targeted(rng: &mut Rng, f: &mut [u8], vips: &[VipKey]) -> Option<String> {
                 put(f, l3 + 6, &v.to_be_bytes()).then(|| format!("ipv4 frag field = {v:#06x}"))
             }
             3 => {
-                let v = rng.pick_u8(&[6u8, 17, 1, 58, 47, 4, 41]);
+                let v = rng.pick_u8(&[
+                    PROTO_TCP,
+                    PROTO_UDP,
+                    PROTO_ICMP,
+                    PROTO_ICMPV6,
+                    47, // GRE: a protocol lb does not handle
+                    PROTO_IPIP,
+                    PROTO_IPV6,
+                ]);
                 put(f, l3 + 9, &[v]).then(|| format!("ipv4 protocol = {v}"))
             }
             4 | 5 => {
@@ -619,7 +637,16 @@ fn targeted(rng: &mut Rng, f: &mut [u8], vips: &[VipKey]) -> Option<String> {
                 put(f, l3 + 4, &v.to_be_bytes()).then(|| format!("ipv6 payload length = {v}"))
             }
             2 => {
-                let v = rng.pick_u8(&[0u8, 43, 44, 60, 6, 17, 58, 59]);
+                let v = rng.pick_u8(&[
+                    PROTO_HOPOPTS,
+                    PROTO_ROUTING,
+                    PROTO_FRAGMENT,
+                    PROTO_DSTOPTS,
+                    PROTO_TCP,
+                    PROTO_UDP,
+                    PROTO_ICMPV6,
+                    PROTO_NONE,
+                ]);
                 put(f, l3 + 6, &[v]).then(|| format!("ipv6 next header = {v}"))
             }
             3 | 4 => {
@@ -634,7 +661,15 @@ fn targeted(rng: &mut Rng, f: &mut [u8], vips: &[VipKey]) -> Option<String> {
                 put(f, at, &a).then(|| format!("ipv6 address @{at} = {a:02x?}"))
             }
             5 => {
-                let v = rng.pick_u8(&[0u8, 43, 44, 60, 6, 17, 58]);
+                let v = rng.pick_u8(&[
+                    PROTO_HOPOPTS,
+                    PROTO_ROUTING,
+                    PROTO_FRAGMENT,
+                    PROTO_DSTOPTS,
+                    PROTO_TCP,
+                    PROTO_UDP,
+                    PROTO_ICMPV6,
+                ]);
                 put(f, l3 + 40, &[v]).then(|| format!("ipv6 ext next header = {v}"))
             }
             _ => {
@@ -664,7 +699,7 @@ fn targeted(rng: &mut Rng, f: &mut [u8], vips: &[VipKey]) -> Option<String> {
                     let v = length_value(rng, len.saturating_sub(l4));
                     put(f, l4 + 4, &v.to_be_bytes()).then(|| format!("udp length = {v}"))
                 }
-                ICMP | ICMPV6 => match rng.below(4) {
+                PROTO_ICMP | PROTO_ICMPV6 => match rng.below(4) {
                     0 => {
                         let v = rng.pick_u8(&[3u8, 11, 12, 0, 8, 1, 2, 4, 5, 128, 135]);
                         put(f, l4, &[v]).then(|| format!("icmp type = {v}"))
@@ -673,16 +708,28 @@ fn targeted(rng: &mut Rng, f: &mut [u8], vips: &[VipKey]) -> Option<String> {
                         // Quoted IP header: version/IHL, protocol.
                         let (at, v) = if rng.percent(50) {
                             (l4 + 8, rng.pick_u8(&[0x45u8, 0x46, 0x4f, 0x44, 0x60]))
-                        } else if proto == ICMP {
-                            (l4 + 8 + 9, rng.pick_u8(&[6u8, 17, 1, 0]))
+                        } else if proto == PROTO_ICMP {
+                            (
+                                l4 + 8 + 9,
+                                rng.pick_u8(&[PROTO_TCP, PROTO_UDP, PROTO_ICMP, 0]),
+                            )
                         } else {
-                            (l4 + 8 + 6, rng.pick_u8(&[6u8, 17, 58, 0, 44]))
+                            (
+                                l4 + 8 + 6,
+                                rng.pick_u8(&[
+                                    PROTO_TCP,
+                                    PROTO_UDP,
+                                    PROTO_ICMPV6,
+                                    PROTO_HOPOPTS,
+                                    PROTO_FRAGMENT,
+                                ]),
+                            )
                         };
                         put(f, at, &[v]).then(|| format!("quoted header byte @{at} = {v:#04x}"))
                     }
                     2 => {
                         // Quoted ports (after a 20- or 40-byte quoted IP header).
-                        let quoted_ip = if proto == ICMP { 20 } else { 40 };
+                        let quoted_ip = if proto == PROTO_ICMP { 20 } else { 40 };
                         let at = l4 + 8 + quoted_ip + rng.pick(&[0, 2]);
                         let port = rng.pick_u16(&[80u16, 53, 443, 9000, 5000, 0, 81]);
                         put(f, at, &port.to_be_bytes())
@@ -690,7 +737,7 @@ fn targeted(rng: &mut Rng, f: &mut [u8], vips: &[VipKey]) -> Option<String> {
                     }
                     _ => {
                         // Quoted source address: another VIP, or the client.
-                        let (at, a) = if proto == ICMP {
+                        let (at, a) = if proto == PROTO_ICMP {
                             let v4s: Vec<&VipKey> =
                                 vips.iter().filter(|k| k.family == FAMILY_V4).collect();
                             (l4 + 8 + 12, v4s[rng.below(v4s.len())].addr[..4].to_vec())
@@ -975,12 +1022,12 @@ fn ipv6_chain(p: &[u8], first: u8, mut at: usize) -> Result<(u8, usize, Frag), N
     let mut frag = Frag::No;
     for _ in 0..4 {
         match next {
-            0 | 43 | 60 => {
+            PROTO_HOPOPTS | PROTO_ROUTING | PROTO_DSTOPTS => {
                 let e = p.get(at..at + 2).ok_or_else(cut)?;
                 next = e[0];
                 at += (e[1] as usize + 1) * 8;
             }
-            44 => {
+            PROTO_FRAGMENT => {
                 let e = p.get(at..at + 8).ok_or_else(cut)?;
                 next = e[0];
                 let off_flags = u16::from_be_bytes([e[2], e[3]]);
@@ -1034,7 +1081,7 @@ fn forwardable<'a>(s: &'a Scenario, f: &[u8]) -> Result<Want<'a>, NotVip> {
     let ip = parse_ip(f)?;
     match (ip.proto, ip.family) {
         (PROTO_TCP | PROTO_UDP, _) => vip_packet(s, f, ip),
-        (ICMP, FAMILY_V4) | (ICMPV6, FAMILY_V6) => icmp_error_about_vip(s, f, ip),
+        (PROTO_ICMP, FAMILY_V4) | (PROTO_ICMPV6, FAMILY_V6) => icmp_error_about_vip(s, f, ip),
         (p, _) => Err(format!("IP protocol {p}")),
     }
 }
@@ -1132,7 +1179,7 @@ fn icmp_error_about_vip<'a>(s: &'a Scenario, f: &[u8], ip: Ip) -> Result<Want<'a
     let icmp = &f[ip.l4..ip.l3 + ip.ip_len];
     let cut = |what: &str| {
         format!(
-            "an ICMP packet whose IP length ends before its {what} ({} bytes of ICMP \
+            "an PROTO_ICMP packet whose IP length ends before its {what} ({} bytes of PROTO_ICMP \
              inside IP length {}; {} more bytes in the frame)",
             icmp.len(),
             ip.ip_len,

@@ -482,13 +482,7 @@ impl Services {
             .filter_map(|t| {
                 backend_ids
                     .get(&(vip.target_group.clone(), t.address))
-                    .map(|id| {
-                        maglev::Backend::new(
-                            id.0,
-                            t.address.to_string().into_bytes(),
-                            t.serving.ring_share(),
-                        )
-                    })
+                    .map(|id| maglev::Backend::for_target(id.0, t.address, t.serving.ring_share()))
             })
             .collect();
         let table =

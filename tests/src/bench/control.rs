@@ -426,7 +426,7 @@ pub(super) fn vip_toml(name: &str, address: Ipv4Addr, group: &str) -> String {
 fn expected_table(targets: &[Ipv4Addr]) -> anyhow::Result<maglev::Table> {
     let backends: Vec<maglev::Backend> = (0u32..)
         .zip(targets)
-        .map(|(i, t)| maglev::Backend::new(i, t.to_string().into_bytes(), 1))
+        .map(|(i, &t)| maglev::Backend::for_target(i, t, 1))
         .collect();
     Ok(maglev::build(&backends, RING, SEED)?)
 }

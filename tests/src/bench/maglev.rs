@@ -34,7 +34,7 @@ const SEED: u32 = 0x6c62_0001;
 /// benchmarking range; never used on a wire here).
 fn backend(i: u32) -> Backend {
     let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 0)) + i);
-    Backend::new(i, addr.to_string().into_bytes(), 1)
+    Backend::for_target(i, addr, 1)
 }
 
 fn backends(ids: impl IntoIterator<Item = u32>) -> Vec<Backend> {

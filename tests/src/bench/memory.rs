@@ -140,7 +140,7 @@ struct Accounting {
 impl Accounting {
     fn read(pin_dir: &Path) -> anyhow::Result<Self> {
         let mut pinned = Vec::new();
-        for name in lb_common::maps::ALL {
+        for name in lb_common::maps::SPECS.iter().map(|spec| spec.name) {
             let path = pin_dir.join("maps").join(name);
             let map =
                 MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;

@@ -18,8 +18,8 @@ impl Proto {
     /// IANA protocol number.
     pub fn number(self) -> u8 {
         match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
+            Proto::Tcp => lb_common::ip::PROTO_TCP,
+            Proto::Udp => lb_common::ip::PROTO_UDP,
         }
     }
 
