@@ -24,6 +24,10 @@ const UPGRADE_OBJECT_VAR: &str = "LB_TEST_UPGRADE_OBJECT";
 /// plain `cargo test` creates no network namespaces.
 const ALL_HOST_PACKAGES: [&str; 3] = ["--workspace", "--exclude", "lb-ebpf"];
 
+/// With every package: lb-agent's unit tests that need root run too (a plain `cargo test`
+/// lists them as ignored).
+const PRIVILEGED_TESTS: [&str; 2] = ["--features", "lb-agent/privileged-tests"];
+
 pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
     let toolchain = phase::run("setup", || setup::ensure(setup::Verbosity::Summary))?;
     let (object, upgrade, bench) = phase::run("build", || {
@@ -46,7 +50,7 @@ pub fn run(no_lint: bool, cargo_args: &[OsString]) -> Result<()> {
         let mut cmd = cargo::host(&root, Some(&object));
         cmd.arg("test");
         if !selects_packages(cargo_args) {
-            cmd.args(ALL_HOST_PACKAGES);
+            cmd.args(ALL_HOST_PACKAGES).args(PRIVILEGED_TESTS);
         }
         cmd.args(cargo_args)
             .env(UPGRADE_OBJECT_VAR, &upgrade)

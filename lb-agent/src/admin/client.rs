@@ -127,6 +127,10 @@ mod tests {
     const T: Duration = Duration::from_secs(10);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(feature = "privileged-tests"),
+        ignore = "needs root: `cargo xtask test` runs it"
+    )]
     async fn call_round_trips_and_maps_errors() {
         let srv = Running::start().await;
         let path = srv.path.clone();

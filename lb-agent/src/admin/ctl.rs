@@ -563,6 +563,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(feature = "privileged-tests"),
+        ignore = "needs root: `cargo xtask test` runs it"
+    )]
     async fn run_against_a_server() {
         let srv = Running::start().await;
         let sock = srv.path.display().to_string();

@@ -191,6 +191,10 @@ fn err_code(r: &Response) -> ErrorCode {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn every_command_round_trips() {
     let srv = Running::start().await;
     let mut c = Conn::open(&srv.path).await;
@@ -219,6 +223,10 @@ async fn every_command_round_trips() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn handler_errors_are_replies() {
     let srv = Running::start().await;
     let mut c = Conn::open(&srv.path).await;
@@ -248,6 +256,10 @@ async fn handler_errors_are_replies() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn garbage_gets_bad_request_and_the_connection_survives() {
     let srv = Running::start().await;
     let mut c = Conn::open(&srv.path).await;
@@ -281,6 +293,10 @@ async fn garbage_gets_bad_request_and_the_connection_survives() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn unknown_command_and_wrong_version() {
     let srv = Running::start().await;
     let mut c = Conn::open(&srv.path).await;
@@ -299,6 +315,10 @@ async fn unknown_command_and_wrong_version() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn oversized_line_is_refused_and_closes() {
     let srv = Running::start().await;
     let mut c = Conn::open(&srv.path).await;
@@ -341,6 +361,10 @@ async fn oversized_line_is_refused_and_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn many_concurrent_clients() {
     let srv = Running::start().await;
     let mut tasks = Vec::new();
@@ -387,6 +411,10 @@ async fn many_concurrent_clients() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn socket_mode_and_stale_socket() {
     let dir = TempDir::new();
     let path = dir.0.join("run/lb/admin.sock");
@@ -426,6 +454,10 @@ async fn socket_mode_and_stale_socket() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn serve_removes_its_socket_on_shutdown() {
     let dir = TempDir::new();
     let path = dir.0.join("admin.sock");
@@ -486,6 +518,10 @@ fn authorize_rules() {
 /// A client running as nobody (via `setpriv`) is refused: by the file mode (0600), and
 /// by the peer-credential check when the file mode would let it in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn non_root_client_is_refused() {
     require_drop_privileges();
     let srv = Running::start().await;
@@ -565,6 +601,10 @@ fn require_drop_privileges() {
 /// With an admin group, a member that is not root gets in (file mode 0660 + group, and
 /// the credential check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn admin_group_member_is_allowed() {
     require_drop_privileges();
     let srv = Running::start_with_group(Some(nix::unistd::Gid::from_raw(65534))).await;
@@ -580,6 +620,10 @@ async fn admin_group_member_is_allowed() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn handler_panic_is_an_internal_error() {
     let srv = Running::start().await;
     let mut c = Conn::open(&srv.path).await;
@@ -598,6 +642,10 @@ async fn handler_panic_is_an_internal_error() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn shutdown_finishes_the_request_in_hand() {
     let srv = Running::start().await;
     let mut c = Conn::open(&srv.path).await;
@@ -620,6 +668,10 @@ async fn shutdown_finishes_the_request_in_hand() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 async fn connections_beyond_the_limit_are_refused() {
     let dir = TempDir::new();
     let path = dir.0.join("admin.sock");

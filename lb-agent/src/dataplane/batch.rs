@@ -163,6 +163,10 @@ mod tests {
 
     /// Needs root (or CAP_BPF): creating a map fails otherwise, and the test says so.
     #[test]
+    #[cfg_attr(
+        not(feature = "privileged-tests"),
+        ignore = "needs root: `cargo xtask test` runs it"
+    )]
     fn a_batch_writes_every_slot_of_a_ring_sized_array() {
         let size = 65_537u32;
         let mut map = Array::<MapData, u32>::create(size, 0)
@@ -184,6 +188,10 @@ mod tests {
 
     /// Needs root, as above.
     #[test]
+    #[cfg_attr(
+        not(feature = "privileged-tests"),
+        ignore = "needs root: `cargo xtask test` runs it"
+    )]
     fn a_batched_walk_sees_every_hash_entry_once() {
         use std::collections::HashMap as StdMap;
 
