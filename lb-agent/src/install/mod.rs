@@ -1,5 +1,7 @@
-//! From a validated configuration to the data plane: VIP and backend ids, Maglev rings,
-//! and the order of writes that keeps every packet on a consistent view.
+//! Installing services in the data plane: from a validated configuration's VIPs and the
+//! lifecycle's [`Serving`] (which targets each group holds, at what ring weight) to VIP and
+//! backend ids, Maglev rings, and the order of writes that keeps every packet on a
+//! consistent view. A weight becomes ring slots here, in `plan_vip`, and nowhere else.
 //!
 //! [`Services::apply`] computes everything first (ids, rings, what moves) and only then
 //! writes, through the [`DataplaneOps`] seam (the real `Dataplane`, or an in-memory fake

@@ -4,7 +4,7 @@
 //! backend slots and Maglev rings from it and from nothing else, and a configured weight
 //! becomes a ring weight only in [`ring_weight`].
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::config::Config;
 
@@ -64,6 +64,10 @@ pub struct ServedTarget {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Serving {
     groups: Vec<(String, Vec<ServedTarget>)>,
+    /// Where each group is in `groups`, and each target in its group: lookups stay
+    /// logarithmic with thousands of targets (`ctl backend list` asks for every one).
+    group_index: BTreeMap<String, usize>,
+    target_index: BTreeMap<(String, IpAddr), usize>,
 }
 
 impl Serving {
@@ -82,40 +86,38 @@ impl Serving {
 
     /// The targets of `group` (none for a group it does not know).
     pub fn group(&self, group: &str) -> &[ServedTarget] {
-        self.groups
-            .iter()
-            .find(|(name, _)| name == group)
-            .map_or(&[], |(_, targets)| targets.as_slice())
+        self.group_index
+            .get(group)
+            .map_or(&[], |&g| self.groups[g].1.as_slice())
     }
 
     /// Target `address` of `group`, if the data plane holds it.
     pub fn target(&self, group: &str, address: IpAddr) -> Option<&ServedTarget> {
-        self.group(group).iter().find(|t| t.address == address)
+        let t = *self.target_index.get(&(group.to_owned(), address))?;
+        self.group(group).get(t)
     }
 
     /// Changes how target `address` of `group` is served; false if it is not held.
     pub fn set(&mut self, group: &str, address: IpAddr, serving: TargetServing) -> bool {
-        let target = self
-            .groups
-            .iter_mut()
-            .filter(|(name, _)| name == group)
-            .flat_map(|(_, targets)| targets.iter_mut())
-            .find(|t| t.address == address);
-        match target {
-            Some(t) => {
-                t.serving = serving;
-                true
-            }
-            None => false,
+        let (Some(&g), Some(&t)) = (
+            self.group_index.get(group),
+            self.target_index.get(&(group.to_owned(), address)),
+        ) else {
+            return false;
+        };
+        self.groups[g].1[t].serving = serving;
+        true
+    }
+
+    /// Starts group `name` (in the order groups are added; a group is added once).
+    pub(super) fn add_group(&mut self, name: &str) {
+        if !self.group_index.contains_key(name) {
+            self.group_index.insert(name.to_owned(), self.groups.len());
+            self.groups.push((name.to_owned(), Vec::new()));
         }
     }
 
-    /// Starts group `name` (in the order groups are added).
-    pub(super) fn add_group(&mut self, name: &str) {
-        self.groups.push((name.to_owned(), Vec::new()));
-    }
-
-    /// Adds a target to the group last added as `group`.
+    /// Adds a target to group `group` (added before); a target is added once.
     pub(super) fn push(
         &mut self,
         group: &str,
@@ -123,12 +125,19 @@ impl Serving {
         deregistering: bool,
         serving: TargetServing,
     ) {
-        if let Some((_, targets)) = self.groups.iter_mut().rev().find(|(n, _)| n == group) {
-            targets.push(ServedTarget {
-                address,
-                deregistering,
-                serving,
-            });
+        let Some(&g) = self.group_index.get(group) else {
+            return;
+        };
+        let key = (group.to_owned(), address);
+        if self.target_index.contains_key(&key) {
+            return;
         }
+        let targets = &mut self.groups[g].1;
+        self.target_index.insert(key, targets.len());
+        targets.push(ServedTarget {
+            address,
+            deregistering,
+            serving,
+        });
     }
 }
