@@ -175,8 +175,9 @@ pub struct FlowAnswer {
     pub backend: Option<IpAddr>,
     pub backend_id: Option<u32>,
     pub group: Option<String>,
-    /// `flow_table` (an established entry) or `ring` (where a new flow would go), or
-    /// `none` (no VIP matches / VIP without backends).
+    /// `flow table` (an established entry) or `ring` (where a new flow would go; a VIP
+    /// without a usable backend answers `ring` with no backend). A destination that is not
+    /// a VIP is a `not_found` error, not an answer.
     pub source: String,
     pub ring_slot: Option<u32>,
 }
