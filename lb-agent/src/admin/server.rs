@@ -51,8 +51,9 @@ pub struct Peer {
     pub groups: Vec<u32>,
 }
 
-/// Executes commands. The agent implements this (with its state behind a mutex); calls
-/// run on a blocking thread, one per request, possibly several at once.
+/// Executes commands. The agent implements this (its state behind a read-write lock:
+/// read-only commands share it, changes take it alone); calls run on a blocking thread,
+/// one per request, possibly several at once.
 pub trait Handler: Send + Sync {
     fn handle(&self, cmd: Command, peer: &Peer) -> Result<Value, ErrorBody>;
 }

@@ -233,3 +233,78 @@ fn set_drained(
         backend: info,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::mpsc, time::Duration};
+
+    use super::*;
+    use crate::{
+        dataplane::{Dataplane, LoadOptions},
+        install::Services,
+        lifecycle::Lifecycle,
+        object,
+    };
+
+    fn peer() -> Peer {
+        Peer {
+            pid: 1,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        }
+    }
+
+    /// What docs/admin-protocol.md promises: read-only commands run while another read
+    /// holds the state; a change waits until no read does.
+    #[test]
+    #[cfg_attr(
+        not(feature = "privileged-tests"),
+        ignore = "needs root: `cargo xtask test` runs it"
+    )]
+    fn reads_share_the_state_and_changes_wait_for_them() {
+        let bytes = object::load_bytes(None).expect("an embedded eBPF object");
+        let dp = Dataplane::load_with(&bytes, &LoadOptions { flow_entries: 1024 })
+            .expect("loading the data plane needs root (run through `cargo xtask test`)");
+        let st = AgentState::new(dp, Services::new(), Lifecycle::new(), "lo", "native", None);
+        let agent = std::sync::Arc::new(Agent::new(st));
+        let held = agent.read().expect("read lock");
+
+        let (tx, rx) = mpsc::channel();
+        let reader = agent.clone();
+        let read_tx = tx.clone();
+        std::thread::spawn(move || {
+            let r = reader.handle(Command::Status, &peer());
+            let _ = read_tx.send(("status", r.is_ok()));
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(("status", true)),
+            "a read-only command waited for another read"
+        );
+
+        let writer = agent.clone();
+        std::thread::spawn(move || {
+            let r = writer.handle(
+                Command::BackendDrain {
+                    group: "web".into(),
+                    address: "198.18.11.2".parse().expect("address"),
+                },
+                &peer(),
+            );
+            // No configuration is running: the drain is refused, after taking the lock.
+            let _ = tx.send(("drain", r.is_err()));
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(300)),
+            Err(mpsc::RecvTimeoutError::Timeout),
+            "a change ran while a read held the state"
+        );
+        drop(held);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(("drain", true)),
+            "the change did not run once the read ended"
+        );
+    }
+}
