@@ -4,14 +4,11 @@
 
 use std::{io, path::Path};
 
-use aya::programs::{
-    links::{FdLink, PinnedLink},
-    XdpMode,
-};
+use aya::programs::{links::FdLink, XdpMode};
 use lb_common::programs;
 use tracing::{info, warn};
 
-use super::{xdp_program, Dataplane, DataplaneError, PinLayout};
+use super::{pins, xdp_program, Dataplane, DataplaneError, PinLayout};
 
 /// How the program is attached to the interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,11 +66,7 @@ impl Dataplane {
     ) -> Result<bool, DataplaneError> {
         let link_path = layout.link();
         if link_path.exists() {
-            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Fs {
-                what: "opening pinned link",
-                path: link_path.clone(),
-                source: io::Error::other(e.to_string()),
-            })?;
+            let pinned = pins::open_pinned_link(&link_path)?;
             let pinned = FdLink::from(pinned);
             // Which program this replaces, for the log line; the link itself stays.
             let replaced = pinned.info().map(|i| i.program_id()).ok();

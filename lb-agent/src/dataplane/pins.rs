@@ -46,11 +46,7 @@ pub fn down(iface: &str) -> Result<bool, DataplaneError> {
     }
     let link_path = layout.link();
     if link_path.exists() {
-        let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Fs {
-            what: "opening pinned link",
-            path: link_path.clone(),
-            source: io::Error::other(e.to_string()),
-        })?;
+        let pinned = open_pinned_link(&link_path)?;
         // Unpinning returns the owning fd; dropping it releases the last reference and
         // so detaches the program from the interface.
         drop(pinned.unpin().map_err(|source| DataplaneError::Fs {
@@ -107,4 +103,13 @@ fn remove_if_empty(dir: &Path) -> Result<(), DataplaneError> {
             source,
         }),
     }
+}
+
+/// The link pinned at `path`.
+pub(super) fn open_pinned_link(path: &Path) -> Result<PinnedLink, DataplaneError> {
+    PinnedLink::from_pin(path).map_err(|e| DataplaneError::Fs {
+        what: "opening pinned link",
+        path: path.to_owned(),
+        source: io::Error::other(e.to_string()),
+    })
 }

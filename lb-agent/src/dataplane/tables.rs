@@ -144,18 +144,24 @@ impl Dataplane {
 
     /// The flow table's entry for `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
+        match self.flows()?.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DataplaneError::Map {
+                name: maps::FLOWS,
+                source,
+            }),
+        }
+    }
+
+    /// The flow table, typed.
+    fn flows(&self) -> Result<HashMap<&MapData, FlowKey, FlowValue>, DataplaneError> {
         let name = maps::FLOWS;
         let map = self
             .ebpf
             .map(name)
             .ok_or(DataplaneError::MissingMap(name))?;
-        let m = HashMap::<_, FlowKey, FlowValue>::try_from(map)
-            .map_err(|source| DataplaneError::Map { name, source })?;
-        match m.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(DataplaneError::Map { name, source }),
-        }
+        HashMap::try_from(map).map_err(|source| DataplaneError::Map { name, source })
     }
 }
 
@@ -206,13 +212,7 @@ impl Dataplane {
         &self,
     ) -> Result<std::collections::HashMap<(u32, u32), FlowTally>, DataplaneError> {
         let udp_idle = self.config()?.udp_idle_ns;
-        let name = maps::FLOWS;
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DataplaneError::MissingMap(name))?;
-        let m = HashMap::<_, FlowKey, FlowValue>::try_from(map)
-            .map_err(|source| DataplaneError::Map { name, source })?;
+        let m = self.flows()?;
         let now = monotonic_ns();
         let mut counts = std::collections::HashMap::<(u32, u32), FlowTally>::new();
         // In batches (one system call per few thousand entries); entry by entry only
