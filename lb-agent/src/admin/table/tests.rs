@@ -202,7 +202,10 @@ fn field_names_in_declaration_order() {
             "vips",
             "backends",
             "targets",
-            "failing_open"
+            "failing_open",
+            "fingerprint",
+            "route_tag",
+            "announce"
         ]
     );
     assert_eq!(field_names::<VipInfo>()[..3], ["name", "address", "port"]);
