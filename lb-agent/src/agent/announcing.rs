@@ -142,6 +142,7 @@ fn vip_inputs(cfg: &Config, healthy: &BTreeSet<TargetKey>) -> Vec<VipInput> {
                 min_healthy,
                 healthy: u32::try_from(up).unwrap_or(u32::MAX),
                 targets: u32::try_from(targets.len()).unwrap_or(u32::MAX),
+                standby: cfg.announce.standby,
             }
         })
         .collect()

@@ -27,7 +27,8 @@
 //!   and when every host sees the targets unhealthy, every host keeps its standby route
 //!   and the VIP stays reachable (each host then fails open in its data plane, as an AWS
 //!   NLB does when all targets are unhealthy), rather than the whole fleet withdrawing
-//!   it because of a health check that may be wrong.
+//!   it because of a health check that may be wrong. With `[announce] standby = false`
+//!   (for a daemon that cannot de-prefer a route) the route is withdrawn instead.
 //!
 //! A route is per address while VIPs are per (address, port, protocol): an address is
 //! announced when any of its VIPs is, standby when the best any of them wants is standby.
@@ -107,6 +108,8 @@ pub struct VipInput {
     /// Targets of its group that are healthy now, and all of its group's targets.
     pub healthy: u32,
     pub targets: u32,
+    /// Below `min_healthy`: a standby route (true) or none.
+    pub standby: bool,
 }
 
 /// What one VIP wants, and why.
@@ -205,6 +208,7 @@ fn decide_vip(host: &HostState, vip: &VipInput) -> (RouteState, String) {
     match vip.policy {
         AnnouncePolicy::Always => (RouteState::Announced, format!("policy always ({health})")),
         _ if vip.healthy >= vip.min_healthy => (RouteState::Announced, health),
+        _ if !vip.standby => (RouteState::Withdrawn, format!("{health} (standby = false)")),
         _ => (
             RouteState::Standby,
             format!("{health}: standby, used only while no host announces it normally"),

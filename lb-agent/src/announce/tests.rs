@@ -15,6 +15,7 @@ fn vip(name: &str, address: &str, policy: AnnouncePolicy, healthy: u32) -> VipIn
         min_healthy: 2,
         healthy,
         targets: 3,
+        standby: true,
     }
 }
 
@@ -47,6 +48,20 @@ fn healthy_policy_announces_at_min_healthy_and_stands_by_below() {
     let b_addr: IpAddr = "198.19.0.2".parse().expect("address");
     assert_eq!(routes.get(&a_addr), Some(&0x1234));
     assert_eq!(routes.get(&b_addr), Some(&(0x1234 | STANDBY_BIT)));
+}
+
+#[test]
+fn without_standby_below_min_healthy_withdraws() {
+    let mut v = vip("b", "198.19.0.2", AnnouncePolicy::Healthy, 1);
+    v.standby = false;
+    let d = decide(&up(), &[v]);
+    let b = d.vip("b").expect("b");
+    assert_eq!(b.state, RouteState::Withdrawn);
+    assert_eq!(
+        b.reason,
+        "1 of 3 targets healthy, 2 needed (standby = false)"
+    );
+    assert!(d.routes(7).is_empty());
 }
 
 #[test]

@@ -229,6 +229,9 @@ pub struct AnnounceSettings {
     pub policy: AnnouncePolicy,
     /// Healthy targets a VIP's group needs for `healthy` to announce it normally.
     pub min_healthy: u32,
+    /// Below `min_healthy`, keep a standby route (fail open across hosts) rather than
+    /// withdraw: for routing daemons that can de-prefer it (BIRD with the example filter).
+    pub standby: bool,
     /// `down`: how long the host stays attached, forwarding, after withdrawing.
     pub down_grace: Duration,
 }
@@ -239,6 +242,7 @@ impl Default for AnnounceSettings {
             table: 100,
             policy: AnnouncePolicy::Healthy,
             min_healthy: 1,
+            standby: true,
             down_grace: Duration::from_secs(5),
         }
     }
@@ -249,7 +253,7 @@ impl Default for AnnounceSettings {
 pub enum AnnouncePolicy {
     /// Normally while the VIP's group has at least `min_healthy` healthy targets; below
     /// that as a standby route, which the router uses only when no host announces the
-    /// VIP normally (fail open across hosts).
+    /// VIP normally (fail open across hosts), or not at all without `standby`.
     Healthy,
     /// Normally, whatever the targets' health.
     Always,

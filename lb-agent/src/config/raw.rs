@@ -72,6 +72,8 @@ pub(super) struct Announce {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_healthy: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub down_grace_secs: Option<i64>,
 }
 

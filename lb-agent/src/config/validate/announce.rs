@@ -41,6 +41,7 @@ pub(super) fn announce(r: &mut Report, raw: &raw::Announce) -> AnnounceSettings 
         MIN_HEALTHY,
         d.min_healthy,
     );
+    let standby = raw.standby.unwrap_or(d.standby);
     let down_grace = r
         .int(
             item,
@@ -56,6 +57,7 @@ pub(super) fn announce(r: &mut Report, raw: &raw::Announce) -> AnnounceSettings 
         table: table.unwrap_or(d.table),
         policy: policy.unwrap_or(d.policy),
         min_healthy: min_healthy.unwrap_or(d.min_healthy),
+        standby,
         down_grace: down_grace.unwrap_or(d.down_grace),
     }
 }
