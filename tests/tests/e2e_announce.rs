@@ -147,7 +147,7 @@ fn the_announce_table_follows_the_agent() -> anyhow::Result<()> {
     let page = prom["text"].as_str().unwrap_or_default().to_owned();
     ensure!(
         page.contains("lb_fleet_info{fingerprint=\"")
-            && page.contains("lb_vip_announce_state{vip=\"web\"} 2"),
+            && page.contains("lb_vip_announce_state{load_balancer=\"web\"} 2"),
         "prometheus page: {page}"
     );
     let before = routes(&net)?;

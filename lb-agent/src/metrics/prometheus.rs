@@ -243,7 +243,7 @@ fn fleet_families(sample: &Sample, zone: Option<&str>) -> [Family; 2] {
             };
             routes
                 .samples
-                .push((labels(zone, vec![("vip", vip.clone())]), value));
+                .push((labels(zone, vec![("load_balancer", vip.clone())]), value));
         }
     }
     [info, routes]
