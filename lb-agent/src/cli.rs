@@ -35,10 +35,16 @@ pub enum Command {
     ///
     /// Also gives a veth backend the XDP receive path that frames redirected by lb need.
     Decap(crate::decap::DecapOptions),
-    /// Remove persisted state for an interface: detach the program and unpin its maps.
+    /// Take a host out after its agent stopped: withdraw its VIP routes, keep forwarding
+    /// for the grace period, then detach the program and unpin its maps. (With the agent
+    /// running, use `lb-agent ctl down`.)
     Down {
         #[arg(long)]
         iface: String,
+        /// Seconds to keep forwarding after withdrawing [default: the saved
+        /// configuration's [announce] down_grace_secs; none when nothing was announced].
+        #[arg(long)]
+        grace_secs: Option<u64>,
     },
 }
 

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod announce;
 pub mod cli;
 pub mod config;
 pub mod dataplane;

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Decap(opts) => decap::run(opts),
-        Command::Down { iface } => agent::down(&iface),
+        Command::Down { iface, grace_secs } => agent::down(&iface, grace_secs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -245,12 +245,13 @@ impl AgentNet {
         })
     }
 
-    /// `lb-agent down --iface l0`: detaches and unpins what the agent left running.
+    /// `lb-agent down --iface l0 --grace-secs 0`: withdraws the VIP routes, then detaches
+    /// and unpins what the agent left running (no grace period: no router here).
     pub fn down(&self) -> anyhow::Result<()> {
         let agent = self.agent_bin.to_str().context("agent path is not UTF-8")?;
         let out = self
             .lb
-            .command_net_only(agent, &["down", "--iface", "l0"])
+            .command_net_only(agent, &["down", "--iface", "l0", "--grace-secs", "0"])
             .output()
             .context("running lb-agent down")?;
         ensure!(
@@ -324,7 +325,7 @@ impl Drop for AgentNet {
         if let Ok(agent) = self.agent_bin.clone().into_os_string().into_string() {
             let _ = self
                 .lb
-                .command_net_only(&agent, &["down", "--iface", "l0"])
+                .command_net_only(&agent, &["down", "--iface", "l0", "--grace-secs", "0"])
                 .output();
         }
     }

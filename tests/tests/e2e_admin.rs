@@ -92,7 +92,13 @@ fn flow_answers_match_real_traffic() -> anyhow::Result<()> {
     );
     std::fs::remove_file(&changed)?;
 
-    call(&socket, Command::Down, timeout)?;
+    call(
+        &socket,
+        Command::Down {
+            grace_secs: Some(1),
+        },
+        timeout,
+    )?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while net.attached()? {
         ensure!(

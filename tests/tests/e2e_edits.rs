@@ -151,6 +151,8 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
             gue_port: None,
             hash: None,
             ring_size: None,
+            announce: None,
+            announce_min_healthy: None,
         }),
         ErrorCode::Conflict,
     )?;
@@ -211,6 +213,8 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
         gue_port: None,
         hash: None,
         ring_size: None,
+        announce: None,
+        announce_min_healthy: None,
     }))?;
 
     // Drain be1 while a connection to it is open: new flows avoid it, the connection
@@ -265,6 +269,8 @@ fn runtime_edits_change_traffic_and_survive_restarts() -> anyhow::Result<()> {
         gue_port: None,
         hash: Some("source-ip".into()),
         ring_size: Some(4093),
+        announce: None,
+        announce_min_healthy: None,
     }))?;
     let vips = ctl.ok(Command::VipList)?;
     let added = vips

@@ -43,6 +43,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/python3", "python3-minimal"),
     // The benchmark smoke test builds the nftables DNAT load balancer it compares against.
     ("nft", "nftables"),
+    // The fleet tests run BIRD 2 (one daemon per namespace, never the packaged service)
+    // on the router and on every lb host.
+    ("bird", "bird2"),
+    ("birdc", "bird2"),
 ];
 /// What only `cargo xtask bench` runs: the HTTP load generator and the userspace proxy
 /// it compares against (HAProxy is never started as a service; the bench runs its own).

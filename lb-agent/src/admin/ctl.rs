@@ -108,9 +108,22 @@ pub enum CtlCommand {
     /// (`vip add`, `backend set-weight`, …). Save it to keep the edits: the next
     /// `apply` or SIGHUP replaces the running configuration with the file.
     Config,
-    /// Stop the agent. Without --persist it detaches the data plane: traffic to the VIPs
-    /// is no longer load-balanced.
-    Down,
+    /// Withdraw every VIP from the routing daemon (their routes leave the announce
+    /// table) while this host keeps forwarding: the upstream router moves the flows to
+    /// the other hosts, which send them to the same targets. Kept across agent restarts
+    /// until `announce`.
+    Withdraw,
+    /// Undo `withdraw`: VIPs are announced again as their policies say.
+    Announce,
+    /// Take the host out gracefully and stop the agent: withdraw every VIP, keep
+    /// forwarding for the grace period so the router moves the flows elsewhere, then
+    /// detach the data plane (traffic reaching this host is no longer load-balanced).
+    Down {
+        /// Seconds to keep forwarding after withdrawing [default: [announce]
+        /// down_grace_secs; none when nothing was announced].
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
     /// Print a shell completion script for the whole `lb-agent` command line (the same
     /// as `lb-agent completions`), e.g.
     /// `lb-agent ctl completions bash > /etc/bash_completion.d/lb-agent`.
@@ -239,7 +252,9 @@ impl CtlCommand {
             CtlCommand::Config => Command::ConfigShow,
             CtlCommand::Metrics { format } => Command::Metrics { format },
             CtlCommand::Top { .. } => Command::Top,
-            CtlCommand::Down => Command::Down,
+            CtlCommand::Withdraw => Command::Withdraw,
+            CtlCommand::Announce => Command::Announce,
+            CtlCommand::Down { grace_secs } => Command::Down { grace_secs },
             CtlCommand::Completions { .. } => return Ok(None),
         }))
     }
@@ -281,7 +296,8 @@ pub fn render(cmd: &CtlCommand, result: &Value) -> String {
         CtlCommand::Config => table::config(result),
         CtlCommand::Metrics { format } => table::metrics(*format, result),
         CtlCommand::Top { .. } => table::top(result),
-        CtlCommand::Down => table::down(result),
+        CtlCommand::Withdraw | CtlCommand::Announce => table::withdraw(result),
+        CtlCommand::Down { .. } => table::down(result),
         // Answered locally; nothing comes back to render.
         CtlCommand::Completions { .. } => table::done(result),
     }
@@ -427,6 +443,8 @@ mod tests {
                 gue_port: None,
                 hash: None,
                 ring_size: None,
+                announce: None,
+                announce_min_healthy: None,
             })
         );
         assert_eq!(
@@ -489,7 +507,15 @@ mod tests {
             }
         );
         assert_eq!(request(&["stats"]), Command::Stats);
-        assert_eq!(request(&["down"]), Command::Down);
+        assert_eq!(request(&["down"]), Command::Down { grace_secs: None });
+        assert_eq!(
+            request(&["down", "--grace-secs", "0"]),
+            Command::Down {
+                grace_secs: Some(0)
+            }
+        );
+        assert_eq!(request(&["withdraw"]), Command::Withdraw);
+        assert_eq!(request(&["announce"]), Command::Announce);
         // apply: the path is made absolute for the agent.
         let dir = TempDir::new();
         let file = dir.0.join("lb.toml");

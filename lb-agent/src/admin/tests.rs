@@ -476,7 +476,7 @@ async fn serve_removes_its_socket_on_shutdown() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut c = Conn::open(&path).await;
-    assert!(c.call(1, Command::Down).await.ok);
+    assert!(c.call(1, Command::Down { grace_secs: None }).await.ok);
     tx.send(()).expect("stop");
     task.await.expect("join").expect("serve");
     assert!(!path.exists());
@@ -614,7 +614,7 @@ async fn admin_group_member_is_allowed() {
     assert_eq!(r.id, 1);
     let seen = srv.handler.seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].0, Command::Down);
+    assert_eq!(seen[0].0, Command::Down { grace_secs: None });
     assert_eq!((seen[0].1.uid, seen[0].1.gid), (65534, 65534));
     srv.stop().await;
 }

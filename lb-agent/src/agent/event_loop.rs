@@ -49,11 +49,17 @@ pub async fn serve(
     // slow-start steps end on time) and the metrics' one-second samples.
     let mut lifecycle_tick = tokio::time::interval(Duration::from_secs(1));
     lifecycle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `ctl down` withdrew the VIPs; the data plane forwards until this instant.
+    let mut detach_at: Option<tokio::time::Instant> = None;
     let stop = loop {
         tokio::select! {
             _ = term.recv() => break Stop::Signal("SIGTERM"),
             _ = int.recv() => break Stop::Signal("SIGINT"),
-            _ = down.notified() => break Stop::Down,
+            _ = down.notified() => {
+                let grace = agent.read().ok().and_then(|st| st.going_down).unwrap_or_default();
+                detach_at = Some(tokio::time::Instant::now() + grace);
+            }
+            _ = sleep_until_some(detach_at) => break Stop::Down,
             _ = hup.recv() => match agent.write() {
                 Ok(mut st) => st.reload(),
                 Err(_) => error!("agent state poisoned; reload skipped"),
@@ -94,6 +100,14 @@ pub async fn serve(
         Err(e) => error!("admin socket task: {e}"),
     }
     Ok(stop)
+}
+
+/// Sleeps until `at`; never returns without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why the agent stops.

@@ -16,11 +16,12 @@ use crate::{
     admin::{
         protocol::{
             ApplyResult, Command, ConfigInfo, DownResult, DrainResult, ErrorBody, ErrorCode,
-            StatsInfo,
+            StatsInfo, WithdrawResult,
         },
         server::{Handler, Peer},
     },
-    config::{Config, Draft, EditError},
+    announce::RouteState,
+    config::{AnnounceSettings, Config, Draft, EditError},
     lifecycle,
     target::TargetKey,
 };
@@ -129,16 +130,76 @@ impl Agent {
             ),
             Command::BackendDrain { group, address } => set_drained(st, &group, address, true),
             Command::BackendUndrain { group, address } => set_drained(st, &group, address, false),
-            Command::Down => {
-                info!("ctl down: the data plane is removed and the agent exits");
+            Command::Withdraw => {
+                let before = announced(st);
+                let changed =
+                    st.set_withdrawn(Some("withdrawn by the operator (ctl withdraw)".to_owned()));
+                json(WithdrawResult {
+                    changed,
+                    withdrawn: true,
+                    addresses: if changed { before } else { Vec::new() },
+                    at_ms: unix_ms(st.announce.withdrawn_at),
+                })
+            }
+            Command::Announce => {
+                let changed = st.set_withdrawn(None);
+                json(WithdrawResult {
+                    changed,
+                    withdrawn: false,
+                    addresses: announced(st),
+                    at_ms: unix_ms(Some(std::time::SystemTime::now())),
+                })
+            }
+            Command::Down { grace_secs } => {
+                let before = announced(st);
+                st.set_withdrawn(Some("going down (ctl down)".to_owned()));
+                // The grace period is for the router to move flows away: with nothing
+                // announced there is nothing to wait for.
+                let grace = match (before.is_empty(), grace_secs) {
+                    (true, _) => 0,
+                    (false, Some(g)) => g,
+                    (false, None) => st
+                        .config
+                        .as_ref()
+                        .map_or(AnnounceSettings::default().down_grace, |c| {
+                            c.announce.down_grace
+                        })
+                        .as_secs(),
+                };
+                info!(
+                    withdrawn = before.len(),
+                    grace_secs = grace,
+                    "ctl down: VIPs withdrawn; the data plane is removed after the grace period and the agent exits"
+                );
+                st.going_down = Some(std::time::Duration::from_secs(grace));
                 self.down.notify_one();
                 json(DownResult {
                     down: st.iface.clone(),
+                    withdrawn: before,
+                    withdrawn_at_ms: unix_ms(st.announce.withdrawn_at),
+                    grace_secs: grace,
                 })
             }
             other => read(st, other),
         }
     }
+}
+
+/// The VIP addresses with a route (announced or standby) right now.
+fn announced(st: &AgentState) -> Vec<std::net::IpAddr> {
+    st.announce
+        .decisions
+        .addresses
+        .iter()
+        .filter(|(_, d)| d.state != RouteState::Withdrawn)
+        .map(|(a, _)| *a)
+        .collect()
+}
+
+/// Unix milliseconds of `t` (0 for none).
+pub(super) fn unix_ms(t: Option<std::time::SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A refused change as an error reply: what was wrong, in the operator's terms.

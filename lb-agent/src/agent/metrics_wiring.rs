@@ -16,7 +16,7 @@ use crate::{
     dataplane::tables::FlowTally,
     lifecycle,
     metrics::{
-        emf, prometheus, sink::Destination, sink::EmfSink, Aggregator, Period, Sample,
+        emf, prometheus, sink::Destination, sink::EmfSink, Aggregator, Fleet, Period, Sample,
         ServiceCounter, TargetSample, VipSample,
     },
     target::TargetKey,
@@ -224,6 +224,17 @@ impl AgentState {
                 .map(|r| (r.name().to_owned(), counters.drop(*r).packets))
                 .collect(),
             unhealthy_routed_flows: None,
+            fleet: Some(Fleet {
+                fingerprint: format!("{:016x}", self.announce.fingerprint),
+                route_tag: crate::announce::route_tag(self.announce.fingerprint),
+                vips: self
+                    .announce
+                    .decisions
+                    .vips
+                    .iter()
+                    .map(|v| (v.name.clone(), v.state.as_str()))
+                    .collect(),
+            }),
         })
     }
 }

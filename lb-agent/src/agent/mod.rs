@@ -10,14 +10,16 @@
 //! - [`running`]: the running state ([`AgentState`]) and every way it changes.
 //! - [`handler`]: the admin socket's [`Handler`](crate::admin::server::Handler): each
 //!   `ctl` command as a read or a change; [`views`]: the read-only replies.
-//! - [`health_wiring`], [`metrics_wiring`]: between the running state and the health
-//!   checker and the metrics; [`state_file`]: what survives a restart.
+//! - [`health_wiring`], [`metrics_wiring`], [`announcing`]: between the running state and
+//!   the health checker, the metrics and the announce table; [`state_file`]: what
+//!   survives a restart.
 //!
 //! One read-write lock guards the running state. Changes (SIGHUP reloads, health events,
 //! the lifecycle tick, mutating `ctl` commands) take it exclusively, so no two changes
 //! interleave; read-only `ctl` commands share it, so they run side by side but wait for a
 //! change in progress (which holds it only while it computes and writes, milliseconds).
 
+mod announcing;
 pub mod event_loop;
 mod handler;
 mod health_wiring;

@@ -65,6 +65,10 @@ pub struct AgentState {
     pub health: Option<HealthChecker>,
     /// Metrics aggregation and outputs (from the first configuration on).
     pub metrics: Option<super::metrics_wiring::MetricsState>,
+    /// What this host announces, and the task that writes it to the kernel.
+    pub announce: super::announcing::Announcements,
+    /// `ctl down` asked for: detach after this grace period.
+    pub going_down: Option<std::time::Duration>,
 }
 
 /// Why a change was refused; the running state is unchanged.
@@ -108,6 +112,8 @@ impl AgentState {
             states: BTreeMap::new(),
             health: None,
             metrics: None,
+            announce: Default::default(),
+            going_down: None,
         }
     }
 
@@ -149,6 +155,7 @@ impl AgentState {
         self.sync_health();
         self.sync_metrics();
         self.log_transitions(now);
+        self.sync_announcements();
         self.save();
         Ok(report)
     }
@@ -248,6 +255,7 @@ impl AgentState {
                 }
             );
             self.log_transitions(now);
+            self.sync_announcements();
             self.save();
         }
         Ok(changed)
@@ -279,6 +287,7 @@ impl AgentState {
         let saved = !gone.is_empty() || report.is_some() || next.state() != self.lifecycle.state();
         self.lifecycle = next;
         self.log_transitions(now);
+        self.sync_announcements();
         if saved {
             self.save();
         }
@@ -309,6 +318,7 @@ impl AgentState {
         }
         self.failing_open = plan.failing_open;
         self.installed = Some((cfg.clone(), plan.serving));
+        self.announce.fingerprint = self.services.fleet_fingerprint(cfg.agent.hash_seed);
         Ok(report)
     }
 
@@ -354,6 +364,7 @@ impl AgentState {
                 text: s.text.clone(),
             }),
             edited: self.edited,
+            withdrawn: self.announce.host.withdrawn.clone(),
         }
     }
 

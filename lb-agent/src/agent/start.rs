@@ -19,6 +19,7 @@ use super::{
     Agent, RunOptions,
 };
 use crate::{
+    announce::{self, kernel::Announcer},
     config::{Config, Draft},
     dataplane::{self, AttachMode, Dataplane, LoadOptions, PinLayout},
     health::HealthChecker,
@@ -55,6 +56,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .write()
         .map_err(|_| anyhow::anyhow!("agent state poisoned"))?;
     event_loop::log_counters(&st.dp.counters()?);
+    let detaching = matches!(stop, Stop::Down) || opts.ephemeral;
+    if detaching {
+        // Nothing may stay announced for a host that stops forwarding.
+        st.set_attached(false);
+        let table = st.announce.wanted(st.config.as_ref()).table;
+        match rt.block_on(announce::kernel::withdraw(table)) {
+            Ok(gone) if !gone.is_empty() => {
+                info!(routes = gone.len(), table, "VIP routes withdrawn")
+            }
+            Ok(_) => {}
+            Err(e) => warn!("withdrawing the VIP routes: {e}"),
+        }
+    }
     finish(&mut st, stop, &opts)
 }
 
@@ -110,6 +124,13 @@ fn start(
     );
     let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
     st.health = Some(HealthChecker::new(health_tx));
+    st.announce.announcer =
+        Some(Announcer::spawn().context("opening the netlink socket for VIP routes")?);
+    if let Some(why) = saved.as_ref().and_then(|s| s.withdrawn.clone()) {
+        warn!(reason = why, "the previous agent's operator withdrawal holds: no VIP is announced until `ctl announce`");
+        st.announce.host.withdrawn = Some(why);
+        st.announce.withdrawn_at = Some(std::time::SystemTime::now());
+    }
     // Configure before attaching (or swapping in) the program: its first packet already
     // sees every VIP.
     if let Some(start) = start {
@@ -124,6 +145,7 @@ fn start(
             .attach_pinned(iface, mode, &layout)
             .with_context(|| format!("attaching to {iface}"))?;
     }
+    st.set_attached(true);
     Ok((st, health_events))
 }
 
@@ -337,10 +359,36 @@ fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lb-agent down`: removes what a pinned agent left on `iface` (program, maps, link and
-/// saved state).
-pub fn down(iface: &str) -> anyhow::Result<()> {
-    StateFile::for_interface(iface).remove()?;
+/// `lb-agent down`: takes a stopped agent's host out: withdraws its VIP routes, keeps
+/// the data plane forwarding for the grace period (`grace_secs`, else the saved
+/// configuration's `down_grace_secs`; none when nothing was announced), then removes
+/// what it left on `iface` (program, maps, link and saved state).
+pub fn down(iface: &str, grace_secs: Option<u64>) -> anyhow::Result<()> {
+    let state = StateFile::for_interface(iface);
+    let saved = state
+        .load()
+        .unwrap_or_else(|e| {
+            warn!("reading the saved state: {e:#}");
+            None
+        })
+        .and_then(|s| s.running_config)
+        .and_then(|text| Draft::parse(&text).ok()?.validate().ok())
+        .map(|c| c.announce)
+        .unwrap_or_default();
+    let gone = announce::kernel::withdraw_blocking(saved.table)
+        .with_context(|| format!("withdrawing the VIP routes of table {}", saved.table))?;
+    if !gone.is_empty() {
+        let grace = grace_secs.unwrap_or(saved.down_grace.as_secs());
+        let addresses: Vec<String> = gone.iter().map(|r| r.address.to_string()).collect();
+        println!(
+            "lb: withdrew {} from table {} at {}; forwarding for {grace} s more",
+            addresses.join(", "),
+            saved.table,
+            super::handler::unix_ms(Some(std::time::SystemTime::now())),
+        );
+        std::thread::sleep(std::time::Duration::from_secs(grace));
+    }
+    state.remove()?;
     if dataplane::down(iface)? {
         println!("lb: removed persisted data plane on {iface}");
     } else {

@@ -28,6 +28,10 @@ pub struct SavedAgent {
     /// Runtime edits changed the running configuration since it was read from `source`.
     #[serde(default)]
     pub edited: bool,
+    /// Why the operator withdrew every VIP (`ctl withdraw`), if they did: a restarted
+    /// agent keeps the host withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -10,12 +10,14 @@ use lb_common::{
 };
 use serde_json::Value;
 
-use super::{metrics_wiring, running::AgentState};
+use super::{handler::unix_ms, metrics_wiring, running::AgentState};
 use crate::{
     admin::protocol::{
-        BackendInfo, DatumResult, EmfResult, ErrorBody, ErrorCode, FlowAnswer, MetricsFormat,
-        PromResult, StatusInfo, TopInfo, TopTarget, TopVip, VipInfo, PROTOCOL_VERSION,
+        AnnounceInfo, BackendInfo, DatumResult, EmfResult, ErrorBody, ErrorCode, FlowAnswer,
+        MetricsFormat, PromResult, RouteInfo, StatusInfo, TopInfo, TopTarget, TopVip, VipAnnounce,
+        VipInfo, PROTOCOL_VERSION,
     },
+    announce,
     lifecycle::{self, RING_WEIGHT_SCALE},
     target::TargetKey,
 };
@@ -56,6 +58,40 @@ pub(super) fn status(st: &AgentState) -> StatusInfo {
             counts
         },
         failing_open: st.failing_open.iter().cloned().collect(),
+        fingerprint: format!("{:016x}", st.announce.fingerprint),
+        route_tag: announce::route_tag(st.announce.fingerprint),
+        announce: announce_info(st),
+    }
+}
+
+/// `status`'s `announce`: the table, the operator's withdrawal and every VIP address.
+fn announce_info(st: &AgentState) -> AnnounceInfo {
+    let a = &st.announce;
+    let applied = a
+        .announcer
+        .as_ref()
+        .map(|t| t.applied())
+        .unwrap_or_default();
+    let metrics = a.wanted(st.config.as_ref()).routes;
+    AnnounceInfo {
+        table: a.wanted(st.config.as_ref()).table,
+        withdrawn_by_operator: a.host.withdrawn.is_some(),
+        withdrawn_reason: a.host.withdrawn.clone(),
+        withdrawn_at_ms: a.withdrawn_at.map(|t| unix_ms(Some(t))),
+        in_sync_at_ms: applied.at.map(|t| unix_ms(Some(t))),
+        error: applied.error,
+        routes: a
+            .decisions
+            .addresses
+            .iter()
+            .map(|(address, d)| RouteInfo {
+                address: Some(*address),
+                state: d.state.as_str().to_owned(),
+                metric: metrics.get(address).copied(),
+                vips: d.vips.clone(),
+                reason: d.reason.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -113,6 +149,16 @@ pub(super) fn vip_infos(st: &AgentState, with_backends: bool) -> Result<Vec<VipI
                 ring_size: ring.map_or(v.ring_size, |(_, t)| t.size()),
                 fingerprint: ring
                     .map_or_else(String::new, |(_, t)| format!("{:016x}", t.fingerprint())),
+                announce: st
+                    .announce
+                    .decisions
+                    .vip(&v.name)
+                    .map(|d| VipAnnounce {
+                        policy: d.policy.as_str().to_owned(),
+                        state: d.state.as_str().to_owned(),
+                        reason: d.reason.clone(),
+                    })
+                    .unwrap_or_default(),
                 backend_list: if with_backends {
                     backends
                         .iter()

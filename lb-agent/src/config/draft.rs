@@ -126,6 +126,8 @@ impl Draft {
                 hash: vip.hash,
                 ring_size: vip.ring_size.map(i64::from),
                 fragments: None,
+                announce: vip.announce,
+                announce_min_healthy: vip.announce_min_healthy.map(i64::from),
                 target_group: Some(vip.target_group),
             });
             Ok(())

@@ -69,6 +69,8 @@ pub struct Config {
     pub agent: AgentSettings,
     /// The `[metrics]` table.
     pub metrics: MetricsSettings,
+    /// The `[announce]` table.
+    pub announce: AnnounceSettings,
     /// In file order.
     pub vips: Vec<Vip>,
     /// In file order. Every VIP's `target_group` names one of these.
@@ -86,6 +88,16 @@ impl Config {
     /// The target group called `name`.
     pub fn target_group(&self, name: &str) -> Option<&TargetGroup> {
         self.target_groups.iter().find(|g| g.name == name)
+    }
+
+    /// When this host announces `vip`'s address: its own `announce` and
+    /// `announce_min_healthy`, else the `[announce]` table's.
+    pub fn announce_rule(&self, vip: &Vip) -> (AnnouncePolicy, u32) {
+        (
+            vip.announce.unwrap_or(self.announce.policy),
+            vip.announce_min_healthy
+                .unwrap_or(self.announce.min_healthy),
+        )
     }
 
     /// The target group that serves `vip` (always present for a VIP of this config).
@@ -206,6 +218,65 @@ impl MetricsSettings {
     }
 }
 
+/// The `[announce]` table: how this host tells its routing daemon which VIPs to announce
+/// (see `crate::announce`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnounceSettings {
+    /// The kernel routing table the agent keeps one host route per announced VIP
+    /// address in, for BIRD or FRR to export.
+    pub table: u32,
+    /// Every VIP's policy unless the VIP sets its own.
+    pub policy: AnnouncePolicy,
+    /// Healthy targets a VIP's group needs for `healthy` to announce it normally.
+    pub min_healthy: u32,
+    /// Below `min_healthy`, keep a standby route (fail open across hosts) rather than
+    /// withdraw: for routing daemons that can de-prefer it (BIRD with the example filter).
+    pub standby: bool,
+    /// `down`: how long the host stays attached, forwarding, after withdrawing.
+    pub down_grace: Duration,
+}
+
+impl Default for AnnounceSettings {
+    fn default() -> Self {
+        Self {
+            table: 100,
+            policy: AnnouncePolicy::Healthy,
+            min_healthy: 1,
+            standby: true,
+            down_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// When a host announces a VIP (its program attached and the operator not withdrawing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AnnouncePolicy {
+    /// Normally while the VIP's group has at least `min_healthy` healthy targets; below
+    /// that as a standby route, which the router uses only when no host announces the
+    /// VIP normally (fail open across hosts), or not at all without `standby`.
+    Healthy,
+    /// Normally, whatever the targets' health.
+    Always,
+    /// Never: another mechanism routes the VIP here.
+    Never,
+}
+
+impl AnnouncePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for AnnouncePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where the agent writes CloudWatch Embedded Metric Format documents (one per line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EmfOutput {
@@ -280,6 +351,10 @@ pub struct Vip {
     pub fragments: Fragments,
     /// Name of the serving target group ([`Config::group_of`]).
     pub target_group: String,
+    /// The VIP's own announcement policy (`None`: the `[announce]` table's); see
+    /// [`Config::announce_rule`].
+    pub announce: Option<AnnouncePolicy>,
+    pub announce_min_healthy: Option<u32>,
 }
 
 impl Vip {

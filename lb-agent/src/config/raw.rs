@@ -22,6 +22,8 @@ pub(super) struct File {
     pub agent: Agent,
     #[serde(default, skip_serializing_if = "is_default")]
     pub metrics: Metrics,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub announce: Announce,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vip: Vec<Vip>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -62,6 +64,21 @@ pub(super) struct Metrics {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct Announce {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_healthy: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_grace_secs: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Vip {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -81,6 +98,10 @@ pub(super) struct Vip {
     pub ring_size: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fragments: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announce: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announce_min_healthy: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_group: Option<String>,
 }

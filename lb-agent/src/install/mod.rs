@@ -31,6 +31,7 @@ use lb_common::{
 };
 use tracing::info;
 
+mod fingerprint;
 #[cfg(test)]
 mod tests;
 

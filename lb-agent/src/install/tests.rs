@@ -318,3 +318,37 @@ fn freed_backend_ids_are_not_reused_at_once() {
         Some(3)
     );
 }
+
+#[test]
+fn fleet_fingerprint_names_targets_not_ids() {
+    let seed = cfg(TWO_VIPS).agent.hash_seed;
+    // Host A installs the file as is.
+    let mut a = Services::new();
+    a.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut Fake::default())
+        .expect("apply");
+    // Host B got there by another path: an extra target first (taking id 0), removed
+    // again, so every target of the file has another id than on A.
+    let extra = TWO_VIPS.replace(
+        "[[target_group.target]]\n        address = \"198.18.11.2\"",
+        "[[target_group.target]]\n        address = \"198.18.19.2\"\n        \
+         [[target_group.target]]\n        address = \"198.18.11.2\"",
+    );
+    let mut b = Services::new();
+    let mut dp = Fake::default();
+    b.apply(&cfg(&extra), &configured(&extra), &mut dp)
+        .expect("apply");
+    b.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    let target: IpAddr = "198.18.11.2".parse().expect("ip");
+    assert_ne!(a.backend_id("web", target), b.backend_id("web", target));
+    assert_eq!(a.fleet_fingerprint(seed), b.fleet_fingerprint(seed));
+    // Another seed, or another ring, is another fingerprint.
+    assert_ne!(a.fleet_fingerprint(seed), a.fleet_fingerprint(seed ^ 1));
+    let fewer = TWO_VIPS.replace(
+        "[[target_group.target]]\n        address = \"198.18.13.2\"",
+        "",
+    );
+    b.apply(&cfg(&fewer), &configured(&fewer), &mut dp)
+        .expect("apply");
+    assert_ne!(a.fleet_fingerprint(seed), b.fleet_fingerprint(seed));
+}

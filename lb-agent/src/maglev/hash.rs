@@ -70,7 +70,7 @@ impl SipState {
 /// FNV-1a, 64-bit: a trivially reproducible fingerprint (an operator can recompute it from a
 /// ring dump with a few lines of any language). Not collision-resistant; it only has to make
 /// two different tables look different in `status`.
-pub(super) fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
+pub(crate) fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     bytes

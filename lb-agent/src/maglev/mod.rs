@@ -73,6 +73,7 @@
 
 mod disruption;
 mod hash;
+pub(crate) use hash::fnv1a64;
 
 pub use disruption::{disruption, min_moved_fraction, Disruption};
 

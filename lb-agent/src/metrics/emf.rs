@@ -3,7 +3,8 @@
 //! Each document has one directive (`_aws.CloudWatchMetrics[0]`) with one dimension set,
 //! and carries the dimension values and metric values as root members: one document per
 //! distinct combination of dimension values, split further when more than
-//! [`MAX_METRICS_PER_DIRECTIVE`] metrics share one.
+//! [`MAX_METRICS_PER_DIRECTIVE`] metrics share one. Every document also carries the
+//! host's fleet fingerprint as the property `FleetFingerprint`.
 
 use serde_json::{Map, Value};
 
@@ -35,13 +36,18 @@ pub fn render(period: &Period, settings: &MetricsSettings) -> Vec<String> {
     let mut lines = Vec::new();
     for (dims, metrics) in &groups {
         for chunk in metrics.chunks(MAX_METRICS_PER_DIRECTIVE) {
-            let doc = document(
+            let mut doc = document(
                 timestamp,
                 &settings.namespace,
                 period.high_resolution(),
                 dims,
                 chunk,
             );
+            // A property, not a metric or dimension: searchable in CloudWatch Logs
+            // Insights, so a fleet's hosts can be compared (every one must show the same).
+            if let Some(fleet) = &period.last.fleet {
+                doc.insert("FleetFingerprint".into(), fleet.fingerprint.clone().into());
+            }
             lines.push(Value::Object(doc).to_string());
         }
     }

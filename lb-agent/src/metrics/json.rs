@@ -5,8 +5,9 @@ use serde_json::{json, Map, Value};
 use super::{time::iso8601, Period};
 use crate::config::MetricsSettings;
 
-/// `{"namespace", "timestamp" (ISO 8601), "period_secs", "metrics": [{"name", "unit",
-/// "dimensions": {name: value}, "value"}]}`, with every dimension set a metric is
+/// `{"namespace", "timestamp" (ISO 8601), "period_secs", "unhealthy_routed_flows_total",
+/// "fleet": {"fingerprint", "route_tag", "announce": {vip: state}}, "metrics": [{"name",
+/// "unit", "dimensions": {name: value}, "value"}]}`, with every dimension set a metric is
 /// published under as its own entry.
 pub fn render(period: &Period, settings: &MetricsSettings) -> Value {
     let zone = settings.availability_zone.as_deref();
@@ -30,6 +31,11 @@ pub fn render(period: &Period, settings: &MetricsSettings) -> Value {
         "timestamp": iso8601(period.start),
         "period_secs": period.length.as_secs(),
         "unhealthy_routed_flows_total": period.last.unhealthy_routed_flows,
+        "fleet": period.last.fleet.as_ref().map(|f| json!({
+            "fingerprint": f.fingerprint,
+            "route_tag": f.route_tag,
+            "announce": f.vips.iter().map(|(vip, state)| (vip.clone(), Value::from(*state))).collect::<Map<String, Value>>(),
+        })),
         "metrics": metrics,
     })
 }

@@ -45,6 +45,20 @@ pub struct Sample {
     /// is; the per-VIP `UnhealthyRoutingFlowCount` is derived from
     /// [`TargetSample::fail_open`] instead (see [`Aggregator`]).
     pub unhealthy_routed_flows: Option<u64>,
+    /// This host's place in its fleet, when the agent knows it.
+    pub fleet: Option<Fleet>,
+}
+
+/// What a fleet's monitoring compares across hosts: the fleet fingerprint (equal on every
+/// host behind one ECMP group), and what each VIP's address has in the announce table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fleet {
+    /// 16 hex digits.
+    pub fingerprint: String,
+    pub route_tag: u32,
+    /// VIP name and its route state (`announced`, `standby`, `withdrawn`), in
+    /// configuration order.
+    pub vips: Vec<(String, &'static str)>,
 }
 
 /// One VIP (an NLB load balancer).

@@ -74,6 +74,7 @@ pub fn render(sample: &Sample, settings: &MetricsSettings) -> String {
         .into_iter()
         .chain(target_families(sample, zone))
         .chain([drops, routed])
+        .chain(fleet_families(sample, zone))
     {
         write_family(&mut page, &family);
     }
@@ -205,6 +206,47 @@ fn target_families(sample: &Sample, zone: Option<&str>) -> [Family; 4] {
         t_active.samples.push((l(), t.active_flows));
     }
     [t_packets, t_bytes, t_new, t_active]
+}
+
+/// The fleet families: the info metric a fleet's monitoring compares across hosts, and
+/// each VIP's route state.
+fn fleet_families(sample: &Sample, zone: Option<&str>) -> [Family; 2] {
+    let mut info = Family::new(
+        "lb_fleet_info",
+        "gauge",
+        "Always 1; the labels identify what decides where new flows go (fleet fingerprint) \
+         and the metric of this host's VIP routes. Every host behind one ECMP group must \
+         show the same fingerprint.",
+    );
+    let mut routes = Family::new(
+        "lb_vip_announce_state",
+        "gauge",
+        "What this host announces for the VIP: 0 withdrawn, 1 standby (used only when no \
+         host announces it normally), 2 announced.",
+    );
+    if let Some(f) = &sample.fleet {
+        info.samples.push((
+            labels(
+                zone,
+                vec![
+                    ("fingerprint", f.fingerprint.clone()),
+                    ("route_tag", f.route_tag.to_string()),
+                ],
+            ),
+            1,
+        ));
+        for (vip, state) in &f.vips {
+            let value = match *state {
+                "announced" => 2,
+                "standby" => 1,
+                _ => 0,
+            };
+            routes
+                .samples
+                .push((labels(zone, vec![("load_balancer", vip.clone())]), value));
+        }
+    }
+    [info, routes]
 }
 
 /// Appends `family` to `page` (nothing for a family without samples).

@@ -322,7 +322,7 @@ impl Host {
         let Some(mut agent) = self.agent.take() else {
             return Ok(());
         };
-        let asked = self.ctl_command(&["down"])?.output();
+        let asked = self.ctl_command(&["down", "--grace-secs", "0"])?.output();
         let exited = crate::netns::wait_until(Duration::from_secs(10), || {
             matches!(agent.process.try_wait(), Ok(Some(_)))
         });
@@ -344,7 +344,7 @@ impl Host {
         if let Ok(bin) = self.bin() {
             let _ = self
                 .lb
-                .command_net_only(bin, &["down", "--iface", "l0"])
+                .command_net_only(bin, &["down", "--iface", "l0", "--grace-secs", "0"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

@@ -81,6 +81,15 @@ pub struct VipSpec {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_size: Option<u32>,
+    /// When this host announces the VIP's address: healthy, always or never [default: the
+    /// [announce] policy].
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<String>,
+    /// With --announce healthy: healthy targets needed [default: [announce] min_healthy].
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce_min_healthy: Option<u32>,
 }
 
 /// Every command, with its arguments. Serialized as `"cmd": "<snake_case name>"` plus
@@ -147,8 +156,17 @@ pub enum Command {
     /// Per-VIP and per-target rates over the last second, active flows and health (what
     /// `ctl top` shows).
     Top,
-    /// Stop the agent (detaching the data plane unless it was started with --persist).
-    Down,
+    /// Withdraw every VIP from the routing daemon while forwarding goes on (the router
+    /// moves the flows to other hosts).
+    Withdraw,
+    /// Undo `withdraw`: VIPs are announced as their policies say.
+    Announce,
+    /// Withdraw every VIP, keep forwarding for the grace period (`grace_secs`, default
+    /// `[announce] down_grace_secs`), then remove the data plane and stop the agent.
+    Down {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_secs: Option<u64>,
+    },
 }
 
 /// Formats of `metrics`.
@@ -184,6 +202,8 @@ pub const COMMAND_NAMES: &[&str] = &[
     "config_show",
     "metrics",
     "top",
+    "withdraw",
+    "announce",
     "down",
 ];
 
@@ -208,7 +228,9 @@ impl Command {
             Command::ConfigShow => "config_show",
             Command::Metrics { .. } => "metrics",
             Command::Top => "top",
-            Command::Down => "down",
+            Command::Withdraw => "withdraw",
+            Command::Announce => "announce",
+            Command::Down { .. } => "down",
         }
     }
 
@@ -232,7 +254,9 @@ impl Command {
             | Command::BackendSetWeight { .. }
             | Command::BackendDrain { .. }
             | Command::BackendUndrain { .. }
-            | Command::Down => true,
+            | Command::Withdraw
+            | Command::Announce
+            | Command::Down { .. } => true,
         }
     }
 }

@@ -35,9 +35,10 @@ use serde_json::Value;
 
 pub use command::{Command, MetricsFormat, Proto, VipSpec, COMMAND_NAMES};
 pub use results::{
-    ApplyResult, BackendInfo, BackendList, ConfigInfo, CounterInfo, CounterSection, DatumResult,
-    DownResult, DrainResult, EmfResult, FlowAnswer, PromResult, StatsInfo, StatusInfo, TopInfo,
-    TopTarget, TopVip, VipApply, VipInfo, VipList,
+    AnnounceInfo, ApplyResult, BackendInfo, BackendList, ConfigInfo, CounterInfo, CounterSection,
+    DatumResult, DownResult, DrainResult, EmfResult, FlowAnswer, PromResult, RouteInfo, StatsInfo,
+    StatusInfo, TopInfo, TopTarget, TopVip, VipAnnounce, VipApply, VipInfo, VipList,
+    WithdrawResult,
 };
 
 /// The protocol version this build speaks (requests carry it as `v`).

@@ -40,6 +40,78 @@ pub struct StatusInfo {
     /// (fail open).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failing_open: Vec<String>,
+    /// The fleet fingerprint (16 hex digits): the hash seed, every VIP and every ring slot
+    /// as the target it names. Every host behind one ECMP group must show the same.
+    pub fingerprint: String,
+    /// The low 30 bits of the fingerprint (never 0): the metric of this host's routes.
+    pub route_tag: u32,
+    /// What this host announces.
+    pub announce: AnnounceInfo,
+}
+
+/// `status`'s `announce`: the announce table and every VIP address in it or not.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnnounceInfo {
+    /// The kernel routing table of lb's routes.
+    pub table: u32,
+    /// The operator withdrew every VIP (`withdraw`, or `down` before detaching).
+    pub withdrawn_by_operator: bool,
+    /// Why and since when (Unix milliseconds), when withdrawn by the operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawn_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawn_at_ms: Option<u64>,
+    /// When the table last matched what the agent wants (Unix milliseconds).
+    pub in_sync_at_ms: Option<u64>,
+    /// The last failure writing the table, until the next success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// One per VIP address, in address order.
+    pub routes: Vec<RouteInfo>,
+}
+
+/// One VIP address in `announce.routes`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteInfo {
+    pub address: Option<IpAddr>,
+    /// `announced`, `standby` (announced, but the router prefers any host announcing it
+    /// normally) or `withdrawn`.
+    pub state: String,
+    /// The route's metric (the route tag, plus 2^30 for standby); `None` when withdrawn.
+    pub metric: Option<u32>,
+    /// The VIPs on the address.
+    pub vips: Vec<String>,
+    /// Why, from the VIP that decided the state.
+    pub reason: String,
+}
+
+/// A VIP's announcement, in `vip_list` and `vip_show`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VipAnnounce {
+    /// `healthy`, `always` or `never`.
+    pub policy: String,
+    /// `announced`, `standby` or `withdrawn` (the VIP's own; its address takes the best
+    /// of its VIPs).
+    pub state: String,
+    pub reason: String,
+}
+
+/// `withdraw` and `announce` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WithdrawResult {
+    /// False when the host already was (or was not) withdrawn.
+    pub changed: bool,
+    /// Whether the operator's withdrawal holds now.
+    pub withdrawn: bool,
+    /// The VIP addresses with a route now (after `announce`), or whose route went (after
+    /// `withdraw`).
+    pub addresses: Vec<IpAddr>,
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
 }
 
 /// One entry of `vip_list`, and `vip_show`'s result (with backends).
@@ -59,6 +131,8 @@ pub struct VipInfo {
     pub backends: Option<usize>,
     /// Ring fingerprint, as 16 hex digits.
     pub fingerprint: String,
+    /// Whether this host announces the VIP, and why.
+    pub announce: VipAnnounce,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backend_list: Vec<BackendInfo>,
 }
@@ -153,6 +227,13 @@ pub struct DrainResult {
 pub struct DownResult {
     /// The interface whose data plane is removed.
     pub down: String,
+    /// The VIP addresses whose routes were withdrawn first.
+    pub withdrawn: Vec<IpAddr>,
+    /// When they were (Unix milliseconds).
+    pub withdrawn_at_ms: u64,
+    /// Seconds the data plane keeps forwarding after the withdrawal, so the router can
+    /// move the flows to other hosts; 0 when nothing was announced.
+    pub grace_secs: u64,
 }
 
 /// `config_show` result.

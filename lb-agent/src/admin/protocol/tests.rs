@@ -25,6 +25,9 @@ fn every_command_round_trips() {
         );
     }
     assert_eq!(sample_commands().len(), COMMAND_NAMES.len());
+    // `down` without a grace period (the configured one applies).
+    let down = parse(r#"{"id":1,"v":1,"cmd":"down"}"#).expect("parse");
+    assert_eq!(down.cmd, Command::Down { grace_secs: None });
 }
 
 #[test]
@@ -168,6 +171,8 @@ fn mutating_commands() {
                 | "backend_set_weight"
                 | "backend_drain"
                 | "backend_undrain"
+                | "withdraw"
+                | "announce"
                 | "down"
         ) || matches!(cmd, Command::Apply { dry_run: false, .. });
         assert_eq!(cmd.is_mutating(), expected, "{}", cmd.name());
@@ -255,6 +260,8 @@ pub(crate) fn sample_commands() -> Vec<Command> {
             gue_port: None,
             hash: Some("source-ip".into()),
             ring_size: Some(65537),
+            announce: None,
+            announce_min_healthy: None,
         }),
         Command::VipRemove { name: "web".into() },
         Command::BackendList { group: None },
@@ -297,6 +304,10 @@ pub(crate) fn sample_commands() -> Vec<Command> {
             format: MetricsFormat::Emf,
         },
         Command::Top,
-        Command::Down,
+        Command::Withdraw,
+        Command::Announce,
+        Command::Down {
+            grace_secs: Some(0),
+        },
     ]
 }

@@ -6,7 +6,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use super::{done, maybe, shown, table, text, Sent};
-use crate::admin::protocol::{ApplyResult, DownResult, DrainResult};
+use crate::admin::protocol::{ApplyResult, DownResult, DrainResult, WithdrawResult};
 
 /// `apply`: per VIP, slots moved (forced, collateral) and live flows touched.
 pub fn apply(result: &Value) -> String {
@@ -76,6 +76,11 @@ pub fn drain(result: &Value) -> String {
 /// `down`: the interface whose data plane goes.
 pub fn down(result: &Value) -> String {
     shown(result, listed::<DownResult>)
+}
+
+/// `withdraw` / `announce`: whether it changed, and the addresses it concerned.
+pub fn withdraw(result: &Value) -> String {
+    shown(result, listed::<WithdrawResult>)
 }
 
 /// The fields of a change's answer as `key  value` lines, sorted by name.

@@ -24,7 +24,7 @@ use std::fmt::{Display, Write as _};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-pub use changes::{apply, down, drain, edit};
+pub use changes::{apply, down, drain, edit, withdraw};
 pub use counters::{metrics, stats, top};
 pub use flow::flow;
 pub use sent::{field_names, Sent};

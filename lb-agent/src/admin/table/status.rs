@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{field_names, key_values, shown, Sent};
-use crate::admin::protocol::{ConfigInfo, StatusInfo};
+use crate::admin::protocol::{AnnounceInfo, ConfigInfo, StatusInfo};
 
 /// `status`: key/value lines in [`StatusInfo`]'s order; the program on one line, as
 /// `bpftool prog` names it (`lb_xdp id 123 tag 0123456789abcdef`), target states and
@@ -22,7 +22,7 @@ pub fn status(result: &Value) -> String {
 }
 
 /// The [`StatusInfo`] fields that read better in words than as JSON: field name, words.
-pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 3] {
+pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 4] {
     let targets: Vec<String> = s
         .targets
         .iter()
@@ -38,7 +38,32 @@ pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 3] {
                 s.failing_open.join(", ")
             )),
         ),
+        ("announce", Some(announce_words(&s.announce))),
     ]
+}
+
+/// `announce`: the table, the operator's withdrawal, then one line per VIP address.
+fn announce_words(a: &AnnounceInfo) -> String {
+    let mut out = format!("table {}", a.table);
+    if let Some(why) = &a.withdrawn_reason {
+        out.push_str(&format!(", every VIP withdrawn: {why}"));
+    }
+    if let Some(e) = &a.error {
+        out.push_str(&format!(", FAILING: {e}"));
+    }
+    for r in &a.routes {
+        let address = r.address.map_or_else(|| "?".to_owned(), |a| a.to_string());
+        let metric = r
+            .metric
+            .map_or_else(String::new, |m| format!(" metric {m}"));
+        out.push_str(&format!(
+            "\n  {address} {}{metric} ({}): {}",
+            r.state,
+            r.vips.join(", "),
+            r.reason
+        ));
+    }
+    out
 }
 
 /// `config_show`: the TOML itself, after a comment line saying where it came from.

@@ -21,6 +21,7 @@ pub fn vip_list(result: &Value) -> String {
                     text(&v.mode),
                     maybe(v.backends),
                     text(&v.fingerprint),
+                    text(&v.announce.state),
                 ]
             })
             .collect();
@@ -33,6 +34,7 @@ pub fn vip_list(result: &Value) -> String {
                 "MODE",
                 "BACKENDS",
                 "FINGERPRINT",
+                "ANNOUNCE",
             ],
             &rows,
         )

@@ -20,6 +20,7 @@ fn vip_list_columns_and_tolerance() {
     let r = json!({"vips": [
         {"name": "web", "address": "198.18.200.1", "port": 80, "proto": "tcp",
          "mode": "tunnel", "backends": 3, "fingerprint": "00ff00ff00ff00ff",
+         "announce": {"policy": "healthy", "state": "standby", "reason": "r"},
          "some_future_field": {"x": 1}},
         {"name": "dns", "address": "2001:db8::53", "port": 0, "proto": "udp"}
     ]});
@@ -27,15 +28,15 @@ fn vip_list_columns_and_tolerance() {
     let lines: Vec<&str> = t.lines().collect();
     assert_eq!(
         lines[0],
-        "NAME  ADDRESS       PORT  PROTO  MODE    BACKENDS  FINGERPRINT"
+        "NAME  ADDRESS       PORT  PROTO  MODE    BACKENDS  FINGERPRINT       ANNOUNCE"
     );
     assert_eq!(
         lines[1],
-        "web   198.18.200.1  80    tcp    tunnel  3         00ff00ff00ff00ff"
+        "web   198.18.200.1  80    tcp    tunnel  3         00ff00ff00ff00ff  standby"
     );
     assert_eq!(
         lines[2],
-        "dns   2001:db8::53  *     udp    -       -         -"
+        "dns   2001:db8::53  *     udp    -       -         -                 -"
     );
     // A bare list works too, and garbage renders as an empty table.
     assert_eq!(vip_list(&r["vips"]), t);
@@ -202,7 +203,10 @@ fn field_names_in_declaration_order() {
             "vips",
             "backends",
             "targets",
-            "failing_open"
+            "failing_open",
+            "fingerprint",
+            "route_tag",
+            "announce"
         ]
     );
     assert_eq!(field_names::<VipInfo>()[..3], ["name", "address", "port"]);
@@ -260,5 +264,21 @@ fn stats_shows_further_counter_sections() {
     assert_eq!(
         stats(&r),
         "VERDICTS  PACKETS  BYTES\npass      1        2\n\nZONES  PACKETS  BYTES\na      3        4\n\nnote  x\n"
+    );
+}
+
+#[test]
+fn status_lists_announcements_in_words() {
+    let r = json!({"announce": {"table": 100, "withdrawn_by_operator": true,
+        "withdrawn_reason": "withdrawn by the operator (ctl withdraw)",
+        "routes": [{"address": "198.19.0.1", "state": "withdrawn", "metric": null,
+                    "vips": ["web", "dns"], "reason": "withdrawn by the operator (ctl withdraw)"},
+                   {"address": "198.19.0.2", "state": "standby", "metric": 1073741829,
+                    "vips": ["api"], "reason": "0 of 2 targets healthy, 1 needed: standby"}]}});
+    assert_eq!(
+        status(&r),
+        "announce  table 100, every VIP withdrawn: withdrawn by the operator (ctl withdraw)\n  \
+         198.19.0.1 withdrawn (web, dns): withdrawn by the operator (ctl withdraw)\n  \
+         198.19.0.2 standby metric 1073741829 (api): 0 of 2 targets healthy, 1 needed: standby\n"
     );
 }

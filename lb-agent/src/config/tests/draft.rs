@@ -79,6 +79,8 @@ fn new_vip(name: &str, group: &str) -> VipSpec {
         gue_port: None,
         hash: Some("source-ip".to_owned()),
         ring_size: Some(251),
+        announce: None,
+        announce_min_healthy: None,
     }
 }
 
@@ -285,6 +287,8 @@ fn add_vip() {
             gue_port: None,
             hash: None,
             ring_size: None,
+            announce: None,
+            announce_min_healthy: None,
         })
         .expect("added");
     let v = c.vip("ssh").expect("vip ssh");

@@ -8,6 +8,7 @@ mod abi;
 mod address;
 mod agent;
 mod agent_check;
+mod announce;
 mod cross;
 mod draft;
 mod example;

@@ -8,13 +8,14 @@
 //! `target_group "<name>": target <address>` (`#<n>`, counted from 1 in file order, when
 //! there is no name or address to show).
 //!
-//! One file per TOML table: [`agent`], [`metrics`], [`vip`], [`group`] (with its
+//! One file per TOML table: [`agent`], [`metrics`], [`announce`], [`vip`], [`group`] (with its
 //! targets), [`health`] and [`agent_check`] (the group's two check tables); [`address`]
 //! parses the addresses and prefixes several tables hold.
 
 mod address;
 mod agent;
 mod agent_check;
+mod announce;
 mod cross;
 mod group;
 mod health;
@@ -51,6 +52,7 @@ pub(super) fn validate(file: &raw::File, limits: &Limits) -> Result<Config, Vec<
     let mut r = Report::default();
     let agent = agent::agent(&mut r, &file.agent);
     let metrics = metrics::metrics(&mut r, &file.metrics);
+    let announce = announce::announce(&mut r, &file.announce);
     let vips: Vec<VipDraft<'_>> = file
         .vip
         .iter()
@@ -74,6 +76,7 @@ pub(super) fn validate(file: &raw::File, limits: &Limits) -> Result<Config, Vec<
         (Some(vips), Some(target_groups)) => Ok(Config {
             agent,
             metrics,
+            announce,
             vips,
             target_groups,
             warnings: r.warnings,

@@ -5,7 +5,7 @@ use std::{net::IpAddr, ops::RangeInclusive};
 
 use super::{address::unicast, label, name, raw, Report, NONZERO_PORT};
 use crate::{
-    config::{Fragments, HashFields, Mode, Protocol, Vip},
+    config::{AnnouncePolicy, Fragments, HashFields, Mode, Protocol, Vip},
     maglev,
 };
 
@@ -25,6 +25,8 @@ pub(super) struct VipDraft<'a> {
     pub ring_size: Option<u32>,
     pub fragments: Option<Fragments>,
     pub target_group: Option<&'a str>,
+    pub announce: Option<Option<AnnouncePolicy>>,
+    pub announce_min_healthy: Option<Option<u32>>,
 }
 
 impl VipDraft<'_> {
@@ -39,6 +41,8 @@ impl VipDraft<'_> {
             ring_size: self.ring_size?,
             fragments: self.fragments?,
             target_group: self.target_group?.to_owned(),
+            announce: self.announce?,
+            announce_min_healthy: self.announce_min_healthy?,
         })
     }
 }
@@ -83,6 +87,21 @@ pub(super) fn vip<'a>(r: &mut Report, index: usize, raw: &'a raw::Vip) -> VipDra
     }
     let ring_size = ring_size(r, item, raw.ring_size);
     let target_group = r.required(item, "target_group", raw.target_group.as_deref());
+    let announce = match raw.announce.as_deref() {
+        None => Some(None),
+        text => super::announce::policy(r, item, "announce", text).map(Some),
+    };
+    let announce_min_healthy = match raw.announce_min_healthy {
+        None => Some(None),
+        Some(v) => r
+            .in_range(
+                item,
+                "announce_min_healthy",
+                v,
+                super::announce::MIN_HEALTHY,
+            )
+            .map(Some),
+    };
 
     VipDraft {
         label,
@@ -96,6 +115,8 @@ pub(super) fn vip<'a>(r: &mut Report, index: usize, raw: &'a raw::Vip) -> VipDra
         ring_size,
         fragments,
         target_group,
+        announce,
+        announce_min_healthy,
     }
 }
 

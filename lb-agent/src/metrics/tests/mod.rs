@@ -65,6 +65,7 @@ fn target(group: &str, address: &str, state: &str, counter: ServiceCounter) -> T
 /// counters, one healthy target carrying web's traffic, and drops.
 fn sample(t: u64, web: ServiceCounter, dns: ServiceCounter, malformed: u64) -> Sample {
     Sample {
+        fleet: None,
         at: at(t),
         vips: vec![
             vip("web", Protocol::Tcp, web, 7),
