@@ -5,6 +5,7 @@
 pub mod agentnet;
 pub mod bench;
 pub mod fixture;
+pub mod fleet;
 pub mod lbnet;
 pub mod netns;
 pub mod packet;
