@@ -59,7 +59,7 @@ pub(super) fn status(st: &AgentState) -> StatusInfo {
         },
         failing_open: st.failing_open.iter().cloned().collect(),
         fingerprint: format!("{:016x}", st.announce.fingerprint),
-        route_tag: announce::route_tag(st.announce.fingerprint),
+        route_tag: st.announce.route_tag(st.config.as_ref()),
         announce: announce_info(st),
     }
 }
