@@ -17,7 +17,6 @@ use crate::{
         MetricsFormat, PromResult, RouteInfo, StatusInfo, TopInfo, TopTarget, TopVip, VipAnnounce,
         VipInfo, PROTOCOL_VERSION,
     },
-    announce,
     lifecycle::{self, RING_WEIGHT_SCALE},
     target::TargetKey,
 };
