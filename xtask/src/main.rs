@@ -76,6 +76,10 @@ enum Task {
         /// Leave the demo's namespaces in place afterwards.
         #[arg(long)]
         keep: bool,
+        /// The fleet demo instead: a BGP router with ECMP in front of three lb hosts
+        /// (lb-agent and BIRD 2 each), one of which fails under traffic.
+        #[arg(long)]
+        fleet: bool,
     },
     /// Build, then run the benchmark suite (as root): results.json, report.md and charts
     /// in target/bench/.
@@ -85,7 +89,7 @@ enum Task {
         #[arg(long)]
         quick: bool,
         /// Run only these sections (comma-separated: dataplane, maglev, control, memory,
-        /// e2e, http); the others keep their figures in target/bench/results.json.
+        /// e2e, http, fleet); the others keep their figures in target/bench/results.json.
         #[arg(long, value_name = "SECTIONS")]
         only: Option<String>,
     },
@@ -154,9 +158,10 @@ fn run(task: Task) -> Result<()> {
             privilege::ensure_root("test")?;
             test::run(no_lint, &cargo_args)
         }
-        Task::Demo { keep } => {
+        Task::Demo { keep, fleet } => {
             privilege::ensure_root("demo")?;
-            demo::run_tests_binary("lb-demo", if keep { &["--keep"] } else { &[] }, false)
+            let bin = if fleet { "lb-demo-fleet" } else { "lb-demo" };
+            demo::run_tests_binary(bin, if keep { &["--keep"] } else { &[] }, false)
         }
         Task::Bench { quick, only } => {
             privilege::ensure_root("bench")?;

@@ -42,7 +42,17 @@ impl Announcements {
     pub fn wanted(&self, cfg: Option<&Config>) -> Wanted {
         Wanted {
             table: cfg.map_or(AnnounceSettings::default().table, |c| c.announce.table),
-            routes: self.decisions.routes(announce::route_tag(self.fingerprint)),
+            routes: self.decisions.routes(self.route_tag(cfg)),
+        }
+    }
+
+    /// The metric of an announced route: the fleet fingerprint's route tag, or 1 with
+    /// `[announce] route_tag = false`.
+    pub fn route_tag(&self, cfg: Option<&Config>) -> u32 {
+        if cfg.is_none_or(|c| c.announce.route_tag) {
+            announce::route_tag(self.fingerprint)
+        } else {
+            1
         }
     }
 }

@@ -226,7 +226,7 @@ impl AgentState {
             unhealthy_routed_flows: None,
             fleet: Some(Fleet {
                 fingerprint: format!("{:016x}", self.announce.fingerprint),
-                route_tag: crate::announce::route_tag(self.announce.fingerprint),
+                route_tag: self.announce.route_tag(self.config.as_ref()),
                 vips: self
                     .announce
                     .decisions

@@ -17,7 +17,6 @@ use crate::{
         MetricsFormat, PromResult, RouteInfo, StatusInfo, TopInfo, TopTarget, TopVip, VipAnnounce,
         VipInfo, PROTOCOL_VERSION,
     },
-    announce,
     lifecycle::{self, RING_WEIGHT_SCALE},
     target::TargetKey,
 };
@@ -59,7 +58,7 @@ pub(super) fn status(st: &AgentState) -> StatusInfo {
         },
         failing_open: st.failing_open.iter().cloned().collect(),
         fingerprint: format!("{:016x}", st.announce.fingerprint),
-        route_tag: announce::route_tag(st.announce.fingerprint),
+        route_tag: st.announce.route_tag(st.config.as_ref()),
         announce: announce_info(st),
     }
 }

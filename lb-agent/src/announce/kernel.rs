@@ -16,7 +16,9 @@ use std::{
 
 use futures_util::TryStreamExt as _;
 use rtnetlink::{
-    packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType},
+    packet_route::route::{
+        RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    },
     Handle, RouteMessageBuilder,
 };
 use tokio::sync::watch;
@@ -26,6 +28,8 @@ use super::RTPROT_LB;
 
 /// The kernel's "no such route" (a delete of a route already gone).
 const ESRCH: i32 = libc::ESRCH;
+/// "No such table" (a dump of a table that never had a route).
+const ENOENT: i32 = libc::ENOENT;
 /// How often the task re-reads the table even when nothing changed: it puts back a
 /// route someone deleted (`ip route flush table 100`) and retries after a failure.
 const RECHECK: Duration = Duration::from_secs(2);
@@ -86,9 +90,12 @@ fn prefix_len(address: IpAddr) -> u8 {
     }
 }
 
-/// A netlink connection, its driver spawned on the current tokio runtime.
+/// A netlink connection, its driver spawned on the current tokio runtime. Strict
+/// checking makes the kernel filter route dumps by table and protocol, so listing lb's
+/// routes costs the same on a host holding a full Internet table.
 pub fn connect() -> Result<Handle, RouteError> {
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(RouteError::Connect)?;
+    let (connection, handle, _) =
+        rtnetlink::new_connection_with_strict_check().map_err(RouteError::Connect)?;
     tokio::spawn(connection);
     Ok(handle)
 }
@@ -96,24 +103,42 @@ pub fn connect() -> Result<Handle, RouteError> {
 /// lb's routes in `table`, both families.
 pub async fn list(handle: &Handle, table: u32) -> Result<Vec<Route>, RouteError> {
     let mut routes = Vec::new();
-    let dumps = [
+    for dump in [
         RouteMessageBuilder::<Ipv4Addr>::new().build(),
         RouteMessageBuilder::<Ipv6Addr>::new().build(),
-    ];
-    for dump in dumps {
-        let mut stream = handle.route().get(dump).execute();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(|source| RouteError::List { table, source })?
-        {
-            if let Some(route) = ours(&msg, table) {
-                routes.push(route);
+    ] {
+        let mut stream = handle.route().get(dump_filter(dump, table)).execute();
+        loop {
+            match stream.try_next().await {
+                Ok(Some(msg)) => routes.extend(ours(&msg, table)),
+                Ok(None) => break,
+                // The kernel creates a table with its first route: none yet, none of ours.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -ENOENT => break,
+                Err(source) => return Err(RouteError::List { table, source }),
             }
         }
     }
     routes.sort();
     Ok(routes)
+}
+
+/// A dump request the kernel filters to lb's blackhole routes in `table` (header
+/// fields a strict dump does not filter on must be zero).
+fn dump_filter(mut msg: RouteMessage, table: u32) -> RouteMessage {
+    msg.header.destination_prefix_length = 0;
+    msg.header.source_prefix_length = 0;
+    msg.header.tos = 0;
+    msg.header.scope = RouteScope::Universe;
+    msg.header.protocol = RouteProtocol::from(RTPROT_LB);
+    msg.header.kind = RouteType::BlackHole;
+    msg.attributes.clear();
+    if let Ok(small) = u8::try_from(table) {
+        msg.header.table = small;
+    } else {
+        msg.header.table = 0;
+        msg.attributes.push(RouteAttribute::Table(table));
+    }
+    msg
 }
 
 /// `msg` as one of lb's routes in `table`, if it is one.

@@ -141,6 +141,8 @@ fn sync_reconciles_only_lbs_routes_in_its_table() {
             .expect("runtime");
         rt.block_on(async {
             let h = kernel::connect().expect("netlink");
+            // No table 100 yet: nothing of ours.
+            assert!(kernel::list(&h, 100).await.expect("list").is_empty());
             let v4: IpAddr = "198.19.0.1".parse().expect("address");
             let v6: IpAddr = "2001:2:0:f::1".parse().expect("address");
             // Someone else's route in the same table stays.
@@ -199,6 +201,17 @@ fn sync_reconciles_only_lbs_routes_in_its_table() {
                 .output()
                 .expect("ip route show");
             assert!(String::from_utf8_lossy(&left.stdout).contains("198.19.9.9"));
+            // A table id above 255 travels as an attribute.
+            let want = BTreeMap::from([(v6, 9)]);
+            kernel::sync(&h, 4000, &want).await.expect("sync 4000");
+            assert_eq!(
+                kernel::list(&h, 4000).await.expect("list 4000"),
+                [Route {
+                    address: v6,
+                    metric: 9
+                }]
+            );
+            assert!(kernel::list(&h, 100).await.expect("list").is_empty());
         });
     })
     .join()

@@ -232,6 +232,9 @@ pub struct AnnounceSettings {
     /// Below `min_healthy`, keep a standby route (fail open across hosts) rather than
     /// withdraw: for routing daemons that can de-prefer it (BIRD with the example filter).
     pub standby: bool,
+    /// Routes carry the route tag as their metric (true), or metric 1 (for a routing
+    /// daemon that mishandles a second route to the same address, FRR's import-table).
+    pub route_tag: bool,
     /// `down`: how long the host stays attached, forwarding, after withdrawing.
     pub down_grace: Duration,
 }
@@ -243,6 +246,7 @@ impl Default for AnnounceSettings {
             policy: AnnouncePolicy::Healthy,
             min_healthy: 1,
             standby: true,
+            route_tag: true,
             down_grace: Duration::from_secs(5),
         }
     }

@@ -74,6 +74,8 @@ pub(super) struct Announce {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standby: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_tag: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub down_grace_secs: Option<i64>,
 }
 

@@ -43,7 +43,8 @@ pub struct StatusInfo {
     /// The fleet fingerprint (16 hex digits): the hash seed, every VIP and every ring slot
     /// as the target it names. Every host behind one ECMP group must show the same.
     pub fingerprint: String,
-    /// The low 30 bits of the fingerprint (never 0): the metric of this host's routes.
+    /// The metric of this host's announced routes: the low 30 bits of the fingerprint
+    /// (never 0), or 1 with `[announce] route_tag = false`.
     pub route_tag: u32,
     /// What this host announces.
     pub announce: AnnounceInfo,

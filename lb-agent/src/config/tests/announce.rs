@@ -15,6 +15,7 @@ fn announce_defaults() {
             policy: AnnouncePolicy::Healthy,
             min_healthy: 1,
             standby: true,
+            route_tag: true,
             down_grace: Duration::from_secs(5),
         }
     );
@@ -25,13 +26,14 @@ fn announce_defaults() {
 fn a_vip_overrides_the_agent_wide_policy() {
     let c = ok(&format!(
         "[announce]\ntable = 4000\npolicy = \"always\"\nmin_healthy = 2\nstandby = false\n\
-         down_grace_secs = 0\n{}",
+         route_tag = false\ndown_grace_secs = 0\n{}",
         vip_and_group(&[("announce", "\"healthy\""), ("announce_min_healthy", "3")])
     ));
     assert_eq!(c.announce.table, 4000);
     assert_eq!(c.announce.policy, AnnouncePolicy::Always);
     assert_eq!(c.announce.down_grace, Duration::ZERO);
     assert!(!c.announce.standby);
+    assert!(!c.announce.route_tag);
     assert_eq!(c.announce_rule(&c.vips[0]), (AnnouncePolicy::Healthy, 3));
     let c = ok(&format!(
         "[announce]\npolicy = \"never\"\n{}",

@@ -42,6 +42,7 @@ pub(super) fn announce(r: &mut Report, raw: &raw::Announce) -> AnnounceSettings 
         d.min_healthy,
     );
     let standby = raw.standby.unwrap_or(d.standby);
+    let route_tag = raw.route_tag.unwrap_or(d.route_tag);
     let down_grace = r
         .int(
             item,
@@ -58,6 +59,7 @@ pub(super) fn announce(r: &mut Report, raw: &raw::Announce) -> AnnounceSettings 
         policy: policy.unwrap_or(d.policy),
         min_healthy: min_healthy.unwrap_or(d.min_healthy),
         standby,
+        route_tag,
         down_grace: down_grace.unwrap_or(d.down_grace),
     }
 }
