@@ -242,116 +242,25 @@ impl Fleet {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = TempDir(dir);
         let mut topo = Topology::new(prefix)?;
-        let client = topo.add_ns("client")?;
-        let router = topo.add_ns("router")?;
         let lan = topo.add_ns("lan")?;
         lan.ip(&["link", "add", "br0", "type", "bridge"])?;
         lan.ip(&["link", "set", "br0", "up"])?;
-
-        topo.veth(&client, "c0", &router, ROUTER_UP_IF)?;
-        client.addr("c0", &format!("{CLIENT4}/24"))?;
-        client.addr("c0", &format!("{CLIENT6}/64"))?;
-        router.addr(ROUTER_UP_IF, &format!("{ROUTER_UP4}/24"))?;
-        router.addr(ROUTER_UP_IF, &format!("{ROUTER_UP6}/64"))?;
-        client.route(&["default", "via", &ROUTER_UP4.to_string()])?;
-        client.route(&["default", "via", &ROUTER_UP6.to_string()])?;
-        // A local veth hands over partial checksums that XDP forwarding cannot carry
-        // (see agentnet); a client on a wire sends complete ones.
-        disable_tx_checksum_offload(&client, "c0")?;
-
-        topo.veth(&router, ROUTER_LAN_IF, &lan, "r")?;
-        lan.ip(&["link", "set", "r", "master", "br0"])?;
-        router.addr(ROUTER_LAN_IF, &format!("{ROUTER_LAN4}/24"))?;
-        router.addr(ROUTER_LAN_IF, &format!("{ROUTER_LAN6}/64"))?;
-        for (key, value) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            // ECMP on layer 4 (otherwise every flow of the one client address takes
-            // the same host): policy 3, the fields below, where a real router would use
-            // policy 1. Policy 1 takes a packet's L4 hash when it already has one
-            // (kernel fib_multipath_hash, "short-circuit if we already have L4 hash
-            // present"): on a NIC that is the RSS hash of the 4-tuple, but a veth hands
-            // over the client socket's own random hash, which TCP changes after every
-            // retransmission timeout. Flows would then jump between hosts at random and
-            // `ip route get` could not say where a flow goes. Policy 3 always hashes
-            // the headers.
-            ("net.ipv4.fib_multipath_hash_policy", "3"),
-            ("net.ipv6.fib_multipath_hash_policy", "3"),
-            // Source and destination address, protocol, source and destination port.
-            ("net.ipv4.fib_multipath_hash_fields", "0x37"),
-            ("net.ipv6.fib_multipath_hash_fields", "0x37"),
-        ] {
-            router.sysctl(key, value)?;
-        }
-
+        let (client, router) = add_client_and_router(&mut topo, &lan)?;
+        let agent = path_str(&agent_bin)?.to_owned();
         let mut servers = Vec::new();
         let mut decaps = Vec::new();
         let mut backends = Vec::new();
-        let agent = path_str(&agent_bin)?.to_owned();
         for i in 0..BACKENDS {
-            let ns = topo.add_ns(&format!("be{i}"))?;
-            join_lan(&mut topo, &lan, &ns, &format!("b{i}"))?;
-            ns.addr(LAN_IF, &format!("{}/24", backend4(i)))?;
-            ns.addr(LAN_IF, &format!("{}/64", backend6(i)))?;
-            // The VIPs are on lo: the backend must not answer ARP for them, nor use them
-            // as the source of its own ARP requests (LVS-DR practice).
-            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-            for vip in VIPS {
-                let len = if vip.is_ipv4() { 32 } else { 128 };
-                ns.addr("lo", &format!("{vip}/{len}"))?;
-            }
-            // Replies go to the client through the router, not back through lb.
-            ns.route(&["default", "via", &ROUTER_LAN4.to_string()])?;
-            ns.route(&["default", "via", &ROUTER_LAN6.to_string()])?;
-            servers.push(Servers::start(&ns, i)?);
-            decaps.push(start_decap(&ns, &agent, LAN_IF, backend4(i).into())?);
+            let (ns, served, decap) = add_backend(&mut topo, &lan, i, &agent)?;
+            servers.push(served);
+            decaps.push(decap);
             backends.push(ns);
         }
-
         let mut hosts = Vec::new();
         for i in 0..HOSTS {
-            let ns = topo.add_ns(&format!("h{i}"))?;
-            join_lan(&mut topo, &lan, &ns, &format!("h{i}"))?;
-            // Without it, taking the link down removes the IPv6 address, and BIRD's IPv6
-            // next hop becomes `::` after the link comes back.
-            ns.sysctl("net.ipv6.conf.all.keep_addr_on_down", "1")?;
-            ns.addr(LAN_IF, &format!("{}/24", host4(i)))?;
-            ns.addr(LAN_IF, &format!("{}/64", host6(i)))?;
-            // lb's XDP_TX sends frames back into lan0, to its peer (a bridge port). veth
-            // delivers them only if that peer has an XDP program: GRO alone does not do
-            // for XDP_TX (kernel veth_xdp_flush schedules the peer's NAPI only when the
-            // peer runs a program). lb_decap passes everything not tunnelled to its
-            // address, and no tunnel is addressed to an lb host.
-            decaps.push(start_decap(
-                &lan,
-                &agent,
-                &format!("h{i}"),
-                host4(i).into(),
-            )?);
-            // lb's program does not look at the destination MAC: a frame the bridge
-            // floods to every port (an unknown destination, e.g. right after a host's
-            // port went down) would be forwarded by every host that sees it. A real
-            // switch port facing an lb host would be set up the same way.
-            lan.ip(&[
-                "link",
-                "set",
-                "dev",
-                &format!("h{i}"),
-                "type",
-                "bridge_slave",
-                "flood",
-                "off",
-            ])?;
-            let config = dir.0.join(format!("h{i}.toml"));
-            fs::write(&config, agent_config(SEED, &ALL_BACKENDS))
-                .with_context(|| format!("writing {}", config.display()))?;
-            hosts.push(Host {
-                ns,
-                agent: None,
-                bird: None,
-                config,
-            });
+            let (host, port_xdp) = add_host(&mut topo, &lan, i, &agent, &dir.0)?;
+            decaps.push(port_xdp);
+            hosts.push(host);
         }
 
         let mut fleet = Self {
@@ -1000,6 +909,125 @@ fn pct<const N: usize>(counts: &[u64; N]) -> [f64; N] {
             100.0 * c as f64 / total as f64
         }
     })
+}
+
+/// The client and the router, linked (198.18.1.0/24, 2001:2:0:1::/64), the router also
+/// on the LAN and set up to forward with layer-4 ECMP.
+fn add_client_and_router(topo: &mut Topology, lan: &Ns) -> anyhow::Result<(Ns, Ns)> {
+    let client = topo.add_ns("client")?;
+    let router = topo.add_ns("router")?;
+    topo.veth(&client, "c0", &router, ROUTER_UP_IF)?;
+    client.addr("c0", &format!("{CLIENT4}/24"))?;
+    client.addr("c0", &format!("{CLIENT6}/64"))?;
+    router.addr(ROUTER_UP_IF, &format!("{ROUTER_UP4}/24"))?;
+    router.addr(ROUTER_UP_IF, &format!("{ROUTER_UP6}/64"))?;
+    client.route(&["default", "via", &ROUTER_UP4.to_string()])?;
+    client.route(&["default", "via", &ROUTER_UP6.to_string()])?;
+    // A local veth hands over partial checksums that XDP forwarding cannot carry (see
+    // agentnet); a client on a wire sends complete ones.
+    disable_tx_checksum_offload(&client, "c0")?;
+
+    topo.veth(&router, ROUTER_LAN_IF, lan, "r")?;
+    lan.ip(&["link", "set", "r", "master", "br0"])?;
+    router.addr(ROUTER_LAN_IF, &format!("{ROUTER_LAN4}/24"))?;
+    router.addr(ROUTER_LAN_IF, &format!("{ROUTER_LAN6}/64"))?;
+    for (key, value) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv6.conf.all.forwarding", "1"),
+        // ECMP on layer 4 (otherwise every flow of the one client address takes the same
+        // host): policy 3, the fields below, where a real router would use policy 1.
+        // Policy 1 takes a packet's L4 hash when it already has one (kernel
+        // fib_multipath_hash, "short-circuit if we already have L4 hash present"): on a
+        // NIC that is the RSS hash of the 4-tuple, but a veth hands over the client
+        // socket's own random hash, which TCP changes after every retransmission
+        // timeout. Flows would then jump between hosts at random and `ip route get`
+        // could not say where a flow goes. Policy 3 always hashes the headers.
+        ("net.ipv4.fib_multipath_hash_policy", "3"),
+        ("net.ipv6.fib_multipath_hash_policy", "3"),
+        // Source and destination address, protocol, source and destination port.
+        ("net.ipv4.fib_multipath_hash_fields", "0x37"),
+        ("net.ipv6.fib_multipath_hash_fields", "0x37"),
+    ] {
+        router.sysctl(key, value)?;
+    }
+    Ok((client, router))
+}
+
+/// Backend `be<i>` on the LAN: the VIPs on `lo`, replies through the router, its servers
+/// and `lb-agent decap`.
+fn add_backend(
+    topo: &mut Topology,
+    lan: &Ns,
+    i: usize,
+    agent: &str,
+) -> anyhow::Result<(Ns, Servers, ChildGuard)> {
+    let ns = topo.add_ns(&format!("be{i}"))?;
+    join_lan(topo, lan, &ns, &format!("b{i}"))?;
+    ns.addr(LAN_IF, &format!("{}/24", backend4(i)))?;
+    ns.addr(LAN_IF, &format!("{}/64", backend6(i)))?;
+    // The VIPs are on lo: the backend must not answer ARP for them, nor use them as the
+    // source of its own ARP requests (LVS-DR practice).
+    ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+    ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+    for vip in VIPS {
+        let len = if vip.is_ipv4() { 32 } else { 128 };
+        ns.addr("lo", &format!("{vip}/{len}"))?;
+    }
+    // Replies go to the client through the router, not back through lb.
+    ns.route(&["default", "via", &ROUTER_LAN4.to_string()])?;
+    ns.route(&["default", "via", &ROUTER_LAN6.to_string()])?;
+    let servers = Servers::start(&ns, i)?;
+    let decap = start_decap(&ns, agent, LAN_IF, backend4(i).into())?;
+    Ok((ns, servers, decap))
+}
+
+/// lb host `h<i>` on the LAN, with its agent's configuration written to `dir` (the agent
+/// and BIRD start later); also the XDP program its bridge port needs.
+fn add_host(
+    topo: &mut Topology,
+    lan: &Ns,
+    i: usize,
+    agent: &str,
+    dir: &Path,
+) -> anyhow::Result<(Host, ChildGuard)> {
+    let ns = topo.add_ns(&format!("h{i}"))?;
+    let port = format!("h{i}");
+    join_lan(topo, lan, &ns, &port)?;
+    // Without it, taking the link down removes the IPv6 address, and BIRD's IPv6 next
+    // hop becomes `::` after the link comes back.
+    ns.sysctl("net.ipv6.conf.all.keep_addr_on_down", "1")?;
+    ns.addr(LAN_IF, &format!("{}/24", host4(i)))?;
+    ns.addr(LAN_IF, &format!("{}/64", host6(i)))?;
+    // lb's XDP_TX sends frames back into lan0, to its peer (a bridge port). veth delivers
+    // them only if that peer has an XDP program: GRO alone does not do for XDP_TX
+    // (kernel veth_xdp_flush schedules the peer's NAPI only when the peer runs a
+    // program). lb_decap passes everything not tunnelled to its address, and no tunnel
+    // is addressed to an lb host.
+    let port_xdp = start_decap(lan, agent, &port, host4(i).into())?;
+    // lb's program does not look at the destination MAC: a frame the bridge floods to
+    // every port (an unknown destination, e.g. right after a host's port went down)
+    // would be forwarded by every host that sees it. A real switch port facing an lb
+    // host would be set up the same way.
+    lan.ip(&[
+        "link",
+        "set",
+        "dev",
+        &port,
+        "type",
+        "bridge_slave",
+        "flood",
+        "off",
+    ])?;
+    let config = dir.join(format!("h{i}.toml"));
+    fs::write(&config, agent_config(SEED, &ALL_BACKENDS))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let host = Host {
+        ns,
+        agent: None,
+        bird: None,
+        config,
+    };
+    Ok((host, port_xdp))
 }
 
 /// Connects `ns` to the LAN bridge: `lan0` in `ns`, `port` in the lan namespace.

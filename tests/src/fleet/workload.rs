@@ -187,31 +187,8 @@ impl LongLived {
             threads.push(std::thread::spawn(move || {
                 // Spread the first requests over one interval instead of all at once.
                 std::thread::sleep(interval.mul_f64(k as f64 / n.max(1) as f64));
-                while !stop.load(Ordering::Relaxed) {
-                    let answer = conn.ask();
-                    let Some(slot) = records.get(k) else { return };
-                    let Ok(mut r) = slot.lock() else { return };
-                    let now = Instant::now();
-                    match answer {
-                        Ok(b) if b == r.backend => {
-                            let gap = now - r.last_reply;
-                            if gap > interval * 2 {
-                                r.gaps.push((now, gap));
-                            }
-                            r.last_reply = now;
-                            r.replies += 1;
-                        }
-                        Ok(b) => {
-                            r.broken = Some((now, format!("moved from be{} to be{b}", r.backend)));
-                            return;
-                        }
-                        Err(e) => {
-                            r.broken = Some((now, format!("{e:#}")));
-                            return;
-                        }
-                    }
-                    drop(r);
-                    std::thread::sleep(interval);
+                if let Some(record) = records.get(k) {
+                    keep_asking(&mut conn, record, &stop, interval);
                 }
             }));
         }
@@ -281,6 +258,41 @@ impl LongLived {
             let _ = t.join();
         }
         self.report()
+    }
+}
+
+/// One connection's loop: a request every `interval` until `stop`, each reply checked
+/// against the first backend and recorded; returns when the connection breaks.
+fn keep_asking(
+    conn: &mut LineConn,
+    record: &Mutex<ConnRecord>,
+    stop: &AtomicBool,
+    interval: Duration,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let answer = conn.ask();
+        let Ok(mut r) = record.lock() else { return };
+        let now = Instant::now();
+        match answer {
+            Ok(b) if b == r.backend => {
+                let gap = now - r.last_reply;
+                if gap > interval * 2 {
+                    r.gaps.push((now, gap));
+                }
+                r.last_reply = now;
+                r.replies += 1;
+            }
+            Ok(b) => {
+                r.broken = Some((now, format!("moved from be{} to be{b}", r.backend)));
+                return;
+            }
+            Err(e) => {
+                r.broken = Some((now, format!("{e:#}")));
+                return;
+            }
+        }
+        drop(r);
+        std::thread::sleep(interval);
     }
 }
 
