@@ -527,8 +527,8 @@ fn backend_removed_while_host_down_breaks_only_moved_changed_flows() -> anyhow::
     let down = fleet.wait_router_hosts(v4(), &[1, 2], Duration::from_secs(10))?;
     let workload = fleet.long_lived(v4(), 300, EVERY)?;
     // The operator's change: the configuration without be1, applied on every host (h0's
-    // agent runs; only its BIRD is dead). It lowers min_healthy with the target count
-    // (see agent_config), so no host's announcement changes.
+    // agent runs; only its BIRD is dead). Two targets stay healthy, so no host's
+    // announcement changes.
     let removed = 1;
     let remaining: Vec<usize> = ALL_BACKENDS.into_iter().filter(|b| *b != removed).collect();
     for i in 0..HOSTS {

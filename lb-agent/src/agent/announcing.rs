@@ -6,7 +6,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::SystemTime,
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime},
 };
 
 use tracing::info;
@@ -14,7 +15,7 @@ use tracing::info;
 use super::running::AgentState;
 use crate::{
     announce::{self, kernel::Wanted, Decisions, HostState, RouteState, VipInput},
-    config::{AnnounceSettings, Config},
+    config::{self, AnnounceSettings, Config},
     lifecycle::{self, TargetState},
     target::TargetKey,
 };
@@ -31,6 +32,8 @@ pub struct Announcements {
     pub decisions: Decisions,
     /// The fleet fingerprint of what is installed.
     pub fingerprint: u64,
+    /// Each group's healthy targets, and since when they are these (for settling).
+    group_health: BTreeMap<String, (BTreeSet<IpAddr>, Instant)>,
     /// Decisions go to the task only once the agent has attached (or adopted) the data
     /// plane: until then a restarting agent must not withdraw what the previous one
     /// announced.
@@ -60,10 +63,12 @@ impl Announcements {
 impl AgentState {
     /// Decides again what to announce; logs what changed and hands it to the task.
     pub(super) fn sync_announcements(&mut self) {
-        let inputs = self
-            .config
-            .as_ref()
-            .map_or_else(Vec::new, |cfg| vip_inputs(cfg, &self.healthy_targets()));
+        let healthy = self.healthy_targets();
+        let now = Instant::now();
+        self.track_group_health(&healthy, now);
+        let inputs = self.config.as_ref().map_or_else(Vec::new, |cfg| {
+            vip_inputs(cfg, &healthy, |vip| self.settling(cfg, vip, now))
+        });
         let decisions = announce::decide(&self.announce.host, &inputs);
         let before: BTreeMap<&str, RouteState> = self
             .announce
@@ -95,6 +100,12 @@ impl AgentState {
     /// The program is attached (VIPs may be announced from now on), or about to be
     /// detached (every VIP is withdrawn).
     pub fn set_attached(&mut self, attached: bool) {
+        if !self.announce.live {
+            // Decisions made before the data plane was live (every VIP withdrawn: not
+            // attached) are no "before" to settle from: a restarted agent continues
+            // what the previous one announced.
+            self.announce.decisions = Decisions::default();
+        }
         self.announce.host.attached = attached;
         self.announce.live = true;
         self.sync_announcements();
@@ -117,6 +128,46 @@ impl AgentState {
         true
     }
 
+    /// Records, per group of the running configuration, its healthy targets and since
+    /// when they are these.
+    fn track_group_health(&mut self, healthy: &BTreeSet<TargetKey>, now: Instant) {
+        let Some(cfg) = &self.config else {
+            return;
+        };
+        let mut tracked = BTreeMap::new();
+        for g in &cfg.target_groups {
+            let set: BTreeSet<IpAddr> = healthy
+                .iter()
+                .filter(|k| k.group == g.name)
+                .map(|k| k.address)
+                .collect();
+            let since = match self.announce.group_health.get(&g.name) {
+                Some((old, since)) if *old == set => *since,
+                _ => now,
+            };
+            tracked.insert(g.name.clone(), (set, since));
+        }
+        self.announce.group_health = tracked;
+    }
+
+    /// How long `vip` must wait before it is announced normally again, if it must: it
+    /// was not announced normally at the last decision, and its group's healthy targets
+    /// changed less than one health-check interval ago. An agent's first decision never
+    /// waits (a restarted agent continues what the previous one announced).
+    fn settling(&self, cfg: &Config, vip: &config::Vip, now: Instant) -> Option<Duration> {
+        let previous = self.announce.decisions.vip(&vip.name)?;
+        if previous.state == RouteState::Announced {
+            return None;
+        }
+        let group = cfg.group_of(vip)?;
+        if !group.health_check.enabled {
+            return None;
+        }
+        let hold = group.health_check.interval;
+        let (_, since) = self.announce.group_health.get(&group.name)?;
+        (now.duration_since(*since) < hold).then_some(hold)
+    }
+
     /// The targets that are healthy right now.
     fn healthy_targets(&self) -> BTreeSet<TargetKey> {
         let now = lifecycle::now_ms();
@@ -135,7 +186,11 @@ impl AgentState {
 /// Each VIP of `cfg` with its rule and its group's health, in configuration order.
 /// Only registered targets count (a deregistering one may still be healthy, but takes
 /// no new flows).
-fn vip_inputs(cfg: &Config, healthy: &BTreeSet<TargetKey>) -> Vec<VipInput> {
+fn vip_inputs(
+    cfg: &Config,
+    healthy: &BTreeSet<TargetKey>,
+    settling: impl Fn(&config::Vip) -> Option<Duration>,
+) -> Vec<VipInput> {
     cfg.vips
         .iter()
         .map(|vip| {
@@ -153,6 +208,7 @@ fn vip_inputs(cfg: &Config, healthy: &BTreeSet<TargetKey>) -> Vec<VipInput> {
                 healthy: u32::try_from(up).unwrap_or(u32::MAX),
                 targets: u32::try_from(targets.len()).unwrap_or(u32::MAX),
                 standby: cfg.announce.standby,
+                settling: settling(vip),
             }
         })
         .collect()

@@ -30,6 +30,13 @@
 //!   it because of a health check that may be wrong. With `[announce] standby = false`
 //!   (for a daemon that cannot de-prefer a route) the route is withdrawn instead.
 //!
+//! A VIP that was standby or withdrawn is announced normally again only once its group's
+//! healthy targets have not changed for one health-check interval (*settling*). Targets
+//! recover one by one, a second or so apart: a host announcing at the first would hold a
+//! ring of that one target while the other hosts' rings have them all, and the flows the
+//! router moves onto it would change target. Going the other way (announced to standby
+//! or withdrawn) is immediate.
+//!
 //! A route is per address while VIPs are per (address, port, protocol): an address is
 //! announced when any of its VIPs is, standby when the best any of them wants is standby.
 
@@ -110,6 +117,9 @@ pub struct VipInput {
     pub targets: u32,
     /// Below `min_healthy`: a standby route (true) or none.
     pub standby: bool,
+    /// The group's healthy targets changed less than this long ago, and the VIP was not
+    /// announced normally before: it is not yet (see the module docs).
+    pub settling: Option<std::time::Duration>,
 }
 
 /// What one VIP wants, and why.
@@ -205,12 +215,26 @@ fn decide_vip(host: &HostState, vip: &VipInput) -> (RouteState, String) {
         "{} of {} targets healthy, {} needed",
         vip.healthy, vip.targets, vip.min_healthy
     );
+    let below = if vip.standby {
+        RouteState::Standby
+    } else {
+        RouteState::Withdrawn
+    };
     match vip.policy {
         AnnouncePolicy::Always => (RouteState::Announced, format!("policy always ({health})")),
-        _ if vip.healthy >= vip.min_healthy => (RouteState::Announced, health),
-        _ if !vip.standby => (RouteState::Withdrawn, format!("{health} (standby = false)")),
+        _ if vip.healthy >= vip.min_healthy => match vip.settling {
+            None => (RouteState::Announced, health),
+            Some(hold) => (
+                below,
+                format!(
+                    "{health}, settling: announced once its targets' health has not changed for {} s",
+                    hold.as_secs()
+                ),
+            ),
+        },
+        _ if !vip.standby => (below, format!("{health} (standby = false)")),
         _ => (
-            RouteState::Standby,
+            below,
             format!("{health}: standby, used only while no host announces it normally"),
         ),
     }

@@ -16,6 +16,7 @@ fn vip(name: &str, address: &str, policy: AnnouncePolicy, healthy: u32) -> VipIn
         healthy,
         targets: 3,
         standby: true,
+        settling: None,
     }
 }
 
@@ -62,6 +63,25 @@ fn without_standby_below_min_healthy_withdraws() {
         "1 of 3 targets healthy, 2 needed (standby = false)"
     );
     assert!(d.routes(7).is_empty());
+}
+
+#[test]
+fn a_settling_vip_stays_standby() {
+    let mut v = vip("a", "198.19.0.1", AnnouncePolicy::Healthy, 3);
+    v.settling = Some(std::time::Duration::from_secs(5));
+    let d = decide(&up(), std::slice::from_ref(&v));
+    let a = d.vip("a").expect("a");
+    assert_eq!(a.state, RouteState::Standby);
+    assert_eq!(
+        a.reason,
+        "3 of 3 targets healthy, 2 needed, settling: announced once its targets' health has not \
+         changed for 5 s"
+    );
+    v.standby = false;
+    assert_eq!(
+        decide(&up(), &[v]).vip("a").expect("a").state,
+        RouteState::Withdrawn
+    );
 }
 
 #[test]

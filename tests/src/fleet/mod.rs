@@ -124,32 +124,22 @@ pub fn client_addr(vip: IpAddr) -> IpAddr {
 pub const ALL_BACKENDS: [usize; BACKENDS] = [0, 1, 2];
 
 /// The agents' configuration (the same file on every host): hash seed `seed`, the
-/// backends `backends` (indexes) in every target group.
+/// backends `backends` (indexes) in every target group, the announce defaults.
 ///
-/// Two settings are the fleet's, not the agent's defaults, each because a fleet check
-/// fails without it:
-/// - `min_healthy` is the number of targets: a host announces a VIP normally only while
-///   it sees every target healthy, that is while its ring is the fleet's. With the
-///   default (1), a host coming back from a failure announces as soon as its first
-///   target passes its checks, with a ring of that one target, while the others follow a
-///   second or so later: the flows the router moves onto it in that second and that it
-///   has no flow-table entry for go to the wrong target (check 4 with the default: 11 of
-///   the 152 connections moved onto the host broke). When a target is down for every
-///   host, every host is standby and the router uses them all (fail-open across hosts).
-///   The agent has no "all" value, so a configuration with fewer targets lowers it too.
-/// - `unhealthy_connection_termination = false`: a target failing its checks from one
-///   host only is still serving the others; the agent puts the new ring in place ~0.1 s
-///   before it turns the announcement to standby, and with termination on, the target's
-///   established flows on that host are re-hashed (reset) in that moment instead of
-///   following the router to the other hosts (check 6 saw 11 of its 100 connections
-///   break, each one on the target whose checks failed first).
+/// One setting is the fleet's, not the agent's default (docs/fleet.md recommends it):
+/// `unhealthy_connection_termination = false` with `unhealthy_draining_interval_secs =
+/// 5`, so an unhealthy target's established flows end 5 s after it turned unhealthy
+/// rather than at once. A target failing its checks from one host only still serves the
+/// others; with termination at once (NLB's default), that host re-hashes (resets) the
+/// target's established flows the moment it sees it unhealthy, before its announcement
+/// turns standby and the router moves those flows to hosts that still send them to the
+/// target (check 6 saw 11 of its 100 connections break that way). Five seconds covers the
+/// other targets' checks failing too and BGP moving the flows.
 pub fn agent_config(seed: u32, backends: &[usize]) -> String {
-    let min_healthy = backends.len().max(1);
     let mut text = format!(
         "# The fleet's lb-agent configuration: the same on every host.\n\
          [agent]\nhash_seed = {seed:#x}\nflow_table_entries = 65536\n\n\
-         [announce]\ntable = {ROUTE_TABLE}\npolicy = \"healthy\"\nmin_healthy = {min_healthy}\n\
-         down_grace_secs = 2\n\n"
+         [announce]\ntable = {ROUTE_TABLE}\npolicy = \"healthy\"\ndown_grace_secs = 2\n\n"
     );
     let vips = [
         ("web4", IpAddr::V4(VIP4), "dr"),
@@ -170,7 +160,7 @@ pub fn agent_config(seed: u32, backends: &[usize]) -> String {
         // A removed backend drains for longer than any test runs.
         text.push_str(&format!(
             "[[target_group]]\nname = \"{name}\"\nderegistration_delay_secs = 120\n\
-             unhealthy_connection_termination = false\n\n"
+             unhealthy_connection_termination = false\nunhealthy_draining_interval_secs = 5\n\n"
         ));
         for &i in backends {
             let weight = WEIGHTS.get(i).copied().unwrap_or(1);
@@ -286,6 +276,17 @@ impl Fleet {
         }
         for vip in VIPS {
             fleet.wait_router_hosts(vip, &[0, 1, 2], Duration::from_secs(15))?;
+            // Every path normal (no standby left over from the hosts' start).
+            let normal = wait_until(Duration::from_secs(10), || {
+                fleet
+                    .router_paths(vip)
+                    .is_ok_and(|p| p.len() == HOSTS && p.iter().all(|p| !p.standby()))
+            });
+            ensure!(
+                normal,
+                "{vip}: the router's paths are not all normal: {:#?}",
+                fleet.router_paths(vip)?
+            );
         }
         Ok(fleet)
     }
@@ -510,14 +511,22 @@ impl Fleet {
         serde_json::from_str(&text).with_context(|| format!("ctl {args:?} printed {text:?}"))
     }
 
-    /// Whether every target of every group is healthy on host `i`.
+    /// Whether every target of every group is healthy on host `i`, and every VIP
+    /// announced normally (past settling, see lb-agent's `announce` module).
     pub fn healthy(&self, i: usize) -> anyhow::Result<bool> {
         let status = self.ctl_json(i, &["status"])?;
         let targets = status["targets"]
             .as_object()
             .context("status has no targets")?;
         let total: u64 = targets.values().filter_map(|v| v.as_u64()).sum();
-        Ok(total > 0 && targets.get("healthy").and_then(|v| v.as_u64()) == Some(total))
+        let announced = status["announce"]["routes"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["state"] == "announced"));
+        Ok(
+            total > 0
+                && targets.get("healthy").and_then(|v| v.as_u64()) == Some(total)
+                && announced,
+        )
     }
 
     /// Waits until [`Fleet::healthy`] on host `i`.
@@ -526,7 +535,7 @@ impl Fleet {
             return Ok(());
         }
         bail!(
-            "h{i}'s targets are not all healthy after {timeout:?}: {}",
+            "h{i}'s targets are not all healthy and announced after {timeout:?}: {}",
             self.ctl(i, &["backend", "list"])?
         )
     }
