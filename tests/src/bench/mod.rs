@@ -7,6 +7,7 @@
 pub mod control;
 pub mod dataplane;
 pub mod e2e_rate;
+pub mod fleet;
 pub mod http;
 pub mod maglev;
 pub mod memory;
@@ -24,6 +25,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("memory", "memory"),
     ("e2e", "e2e_mpps"),
     ("http", "http"),
+    ("fleet", "fleet"),
 ];
 
 /// The section names, comma-separated (for messages).
@@ -51,6 +53,7 @@ pub fn run_section(
             Ok(serde_json::to_value(rates)?)
         }
         "http" => http::run(quick, progress),
+        "fleet" => fleet::run(quick, progress),
         other => anyhow::bail!("no benchmark section `{other}`; sections: {}", names()),
     }
 }

@@ -340,6 +340,28 @@ fn markdown(r: &Results<'_>) -> String {
         fmt(r.num("memory.bpf_bytes_per_flow"), 0),
         fmt(r.num("memory.bpf_bytes_per_vip"), 0),
     );
+    let _ = writeln!(
+        md,
+        "\n## Fleet: a hard host failure (3 hosts, BIRD 2, BFD, ECMP)\n\n| figure | value |\n|---|---|\n\
+         | long-lived connections (a request every 100 ms each) | {} |\n\
+         | longest pause, quiet baseline | {} ms |\n\
+         | longest pause from the failure on (`fleet.failover_gap_ms`) | {} ms |\n\
+         | connections that survived (`fleet.survived_pct`) | {}% |\n\
+         | failure to the router's route without the host | {} ms |\n\
+         | connections moved to other hosts / broken | {} / {} |\n\
+         | host back to the router using it again | {} ms |\n\
+         | connections moved back / broken | {} / {} |",
+        fmt(r.num("fleet.connections"), 0),
+        fmt(r.num("fleet.baseline_gap_ms"), 0),
+        fmt(r.num("fleet.failover_gap_ms"), 0),
+        fmt(r.num("fleet.survived_pct"), 1),
+        fmt(r.num("fleet.detection_ms"), 0),
+        fmt(r.num("fleet.moved"), 0),
+        fmt(r.num("fleet.broken"), 0),
+        fmt(r.num("fleet.return_ms"), 0),
+        fmt(r.num("fleet.moved_back"), 0),
+        fmt(r.num("fleet.moved_back_broken"), 0),
+    );
     md
 }
 
