@@ -95,15 +95,18 @@ fn restarts_under_load_lose_nothing() -> anyhow::Result<()> {
     let socket =
         std::path::PathBuf::from(format!("/run/lb/netns-{}-lb/admin.sock", net.topo.prefix()));
     // Wait for the first health verdicts, so the dump is the steady state: every target
-    // healthy and in every ring. (The two lists are two requests: a verdict landing
-    // between them shows a healthy target that the VIP list, read just before, did not
-    // count yet.)
+    // healthy and in every ring, and every VIP announced (past settling, one check
+    // interval after the last verdict). (The two lists are two requests: a verdict
+    // landing between them shows a healthy target that the VIP list, read just before,
+    // did not count yet.)
     let steady = |d: &serde_json::Value| {
         let backends = d["backends"].as_array();
         backends.is_some_and(|l| l.iter().all(|b| b["state"] == "healthy"))
             && d["vips"].as_array().is_some_and(|vips| {
-                vips.iter()
-                    .all(|v| v["backends"].as_u64() == backends.map(|l| l.len() as u64))
+                vips.iter().all(|v| {
+                    v["backends"].as_u64() == backends.map(|l| l.len() as u64)
+                        && v["announce"]["state"] == "announced"
+                })
             })
     };
     let mut dump_before = dump(&socket)?;
