@@ -331,3 +331,45 @@ fn the_emf_check_rejects_what_the_spec_forbids() {
     );
     assert!(fails(&wide));
 }
+
+/// The fleet's place in every output: the info metric and each VIP's route state on the
+/// Prometheus page (parsed by the official parser), `FleetFingerprint` in every EMF
+/// document (still valid EMF), `fleet` in the JSON.
+#[test]
+fn the_fleet_fingerprint_reaches_every_output() {
+    let fleet = crate::metrics::Fleet {
+        fingerprint: "975d6bb6b95a26cc".into(),
+        route_tag: 962_209_484,
+        vips: vec![("web".into(), "announced"), ("dns".into(), "standby")],
+    };
+    let mut s: Sample = sample(60, c(1, 1, 1, 0), c(1, 1, 1, 0), 0);
+    s.fleet = Some(fleet.clone());
+    let page = prometheus::render(&s, &settings(None));
+    let samples = prometheus_samples(&page);
+    assert_eq!(
+        prometheus_value(
+            &samples,
+            "lb_fleet_info",
+            serde_json::json!({"fingerprint": "975d6bb6b95a26cc", "route_tag": "962209484"})
+        ),
+        Some(("gauge".into(), 1.0))
+    );
+    assert_eq!(
+        prometheus_value(
+            &samples,
+            "lb_vip_announce_state",
+            serde_json::json!({"load_balancer": "dns"})
+        ),
+        Some(("gauge".into(), 1.0))
+    );
+    let mut p = steady_minute();
+    p.last.fleet = Some(fleet);
+    let lines = emf::render(&p, &settings(None));
+    assert_eq!(emf_check(&lines), lines.len());
+    assert!(lines
+        .iter()
+        .all(|l| parse_json(l)["FleetFingerprint"] == "975d6bb6b95a26cc"));
+    let v = json::render(&p, &settings(None));
+    assert_eq!(v["fleet"]["route_tag"], 962_209_484);
+    assert_eq!(v["fleet"]["announce"]["dns"], "standby");
+}
