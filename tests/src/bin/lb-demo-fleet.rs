@@ -111,7 +111,7 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     step("plugging h0 back in");
     let back = fleet.host_return(0, &[&workload], Duration::from_secs(3))?;
     println!(
-        "  the router uses h0 again after {} ms (it announces once all its targets are healthy); {} connections moved back onto it, {} broke",
+        "  the router uses h0 again after {} ms (it announces again once its targets have been healthy for a check interval); {} connections moved back onto it, {} broke",
         back.convergence.as_millis(),
         back.moved,
         back.moved_broken
