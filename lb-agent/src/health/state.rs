@@ -4,7 +4,9 @@
 //! A target starts `initial` (`Elb.InitialHealthChecking`). `healthy_threshold`
 //! consecutive successes make it `healthy`; `unhealthy_threshold` consecutive failures make
 //! it `unhealthy` (from `initial` too), with the reason of the last failure, as NLB
-//! reports it.
+//! reports it. While it stays unhealthy, a failure with another reason or detail (a 500,
+//! then the port closed) is reported too, as an `unhealthy` → `unhealthy` transition, so
+//! what the operator reads is the current failure.
 //!
 //! **Flap damping.** A target that goes unhealthy again within [`FLAP_WINDOW_INTERVALS`] ×
 //! interval of its last recovery has flapped. Each flap doubles the consecutive successes
@@ -25,7 +27,8 @@ pub const FLAP_WINDOW_INTERVALS: u32 = 10;
 /// The flap penalty multiplies the healthy threshold by at most this.
 pub const MAX_PENALTY_FACTOR: u32 = 8;
 
-/// A change of health state, for the agent to log and act on.
+/// A change of health state, or of an unhealthy target's reason or detail, for the agent
+/// to log and act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     pub from: HealthState,
@@ -45,6 +48,8 @@ pub struct TargetHealth {
     flap_window: Duration,
     state: HealthState,
     reason: Option<Reason>,
+    /// The detail last reported in a [`Transition`].
+    reported_detail: String,
     consecutive_successes: u32,
     consecutive_failures: u32,
     /// Flaps counted against the next recovery (2^flaps ≤ MAX_PENALTY_FACTOR).
@@ -63,6 +68,7 @@ impl TargetHealth {
             flap_window: interval.saturating_mul(FLAP_WINDOW_INTERVALS),
             state: HealthState::Initial,
             reason: Some(Reason::InitialHealthChecking),
+            reported_detail: String::new(),
             consecutive_successes: 0,
             consecutive_failures: 0,
             flaps: 0,
@@ -132,9 +138,11 @@ impl TargetHealth {
         let reason = outcome.reason.unwrap_or(Reason::FailedHealthChecks);
         match self.state {
             HealthState::Unhealthy => {
-                // Still unhealthy: show why the latest probe failed, as NLB does.
-                self.reason = Some(reason);
-                None
+                // Still unhealthy: show why the latest probe failed, as NLB does, and say
+                // so when that is not what was last reported.
+                let changed =
+                    self.reason != Some(reason) || self.reported_detail != outcome.detail;
+                changed.then(|| self.enter(HealthState::Unhealthy, Some(reason), outcome))
             }
             _ if self.consecutive_failures < self.unhealthy_threshold => None,
             HealthState::Healthy => {
@@ -162,6 +170,7 @@ impl TargetHealth {
         let from = self.state;
         self.state = to;
         self.reason = reason;
+        self.reported_detail.clone_from(&outcome.detail);
         Transition {
             from,
             to,
@@ -243,8 +252,17 @@ mod tests {
         assert_eq!(transitions[0].from, HealthState::Initial);
         assert_eq!(transitions[0].to, HealthState::Unhealthy);
         assert_eq!(transitions[0].reason, Some(Reason::Timeout));
-        // The reason follows the latest failure while unhealthy.
-        assert!(feed(&mut health, &mut clock, &[refused()]).is_empty());
+        // The reason follows the latest failure while unhealthy, and a change is
+        // reported (once).
+        assert_eq!(
+            feed(&mut health, &mut clock, &[refused(), refused()]),
+            vec![Transition {
+                from: HealthState::Unhealthy,
+                to: HealthState::Unhealthy,
+                reason: Some(Reason::FailedHealthChecks),
+                detail: "connection refused".into(),
+            }]
+        );
         assert_eq!(health.reason(), Some(Reason::FailedHealthChecks));
         assert_eq!(
             health.last().map(|(o, _)| o.detail.as_str()),
