@@ -293,6 +293,22 @@ impl Lifecycle {
                     life.report = SelfReport::default();
                 }
             }
+            // AWS: a target already healthy when slow start is enabled does not enter
+            // slow start (only targets that become healthy from now on ramp).
+            let enabling = self
+                .policies
+                .get(&g.name)
+                .is_some_and(|old| old.slow_start.is_zero())
+                && !policy.slow_start.is_zero();
+            if enabling {
+                for (_, life) in self
+                    .targets
+                    .iter_mut()
+                    .filter(|(k, l)| k.group == g.name && l.health == Health::Healthy)
+                {
+                    life.ramp_started_ms = None;
+                }
+            }
             self.policies.insert(g.name.clone(), policy);
         }
         let groups: BTreeSet<&str> = cfg.target_groups.iter().map(|g| g.name.as_str()).collect();

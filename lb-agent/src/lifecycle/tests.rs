@@ -251,6 +251,30 @@ fn a_drained_group_does_not_fail_open_onto_its_drained_targets() {
 }
 
 #[test]
+fn enabling_slow_start_does_not_ramp_targets_already_healthy() {
+    let without = cfg(&[A, B], "slow_start_secs = 0");
+    let with = cfg(&[A, B], "slow_start_secs = 30");
+    let mut l = Lifecycle::new();
+    l.sync(&without, 0);
+    healthy(&mut l, &[A], 1_000);
+    // Slow start enabled 4 s after A became healthy, while B is still initial.
+    l.sync(&with, 5_000);
+    assert_eq!(serve(&l.plan(&with, 5_000), A).ring_weight, 2000);
+    assert_eq!(
+        l.view(&key(A), 5_000, &BTreeSet::new())
+            .expect("known")
+            .remaining_ms,
+        None
+    );
+    // B becomes healthy after: it ramps.
+    healthy(&mut l, &[B], 6_000);
+    assert_eq!(serve(&l.plan(&with, 6_000), B).ring_weight, 100);
+    // Applying the same file again changes nothing.
+    l.sync(&with, 7_000);
+    assert_eq!(serve(&l.plan(&with, 7_000), B).ring_weight, 100);
+}
+
+#[test]
 fn slow_start_ramps_in_steps_and_restarts_after_a_regression() {
     let c = cfg(&[A, B], "slow_start_secs = 100");
     let mut l = Lifecycle::new();
