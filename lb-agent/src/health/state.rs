@@ -140,8 +140,7 @@ impl TargetHealth {
             HealthState::Unhealthy => {
                 // Still unhealthy: show why the latest probe failed, as NLB does, and say
                 // so when that is not what was last reported.
-                let changed =
-                    self.reason != Some(reason) || self.reported_detail != outcome.detail;
+                let changed = self.reason != Some(reason) || self.reported_detail != outcome.detail;
                 changed.then(|| self.enter(HealthState::Unhealthy, Some(reason), outcome))
             }
             _ if self.consecutive_failures < self.unhealthy_threshold => None,

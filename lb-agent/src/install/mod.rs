@@ -149,13 +149,15 @@ pub struct VipChange {
     pub disruption: Option<maglev::Disruption>,
     pub fingerprint: u64,
     pub backends: usize,
+    pub ring_size: u32,
 }
 
 /// What an apply did (or, for a dry run, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     pub changed: Vec<VipChange>,
-    pub unchanged: Vec<String>,
+    /// VIPs whose ring, key and settings stay as they are (`disruption` is `None`).
+    pub unchanged: Vec<VipChange>,
     pub removed: Vec<String>,
     pub backends_added: usize,
     pub backends_removed: usize,
@@ -499,15 +501,20 @@ impl Services {
         let old = self.vips.get(&vip.name);
         let unchanged =
             old.is_some_and(|o| o.table == table && o.meta == meta && o.key == vip.key());
+        let change = VipChange {
+            name: vip.name.clone(),
+            vip_id: id,
+            disruption: None,
+            fingerprint: table.fingerprint(),
+            backends: members.iter().filter(|m| m.weight > 0).count(),
+            ring_size: table.size(),
+        };
         if unchanged {
-            report.unchanged.push(vip.name.clone());
+            report.unchanged.push(change);
         } else {
             report.changed.push(VipChange {
-                name: vip.name.clone(),
-                vip_id: id,
                 disruption: old.map(|o| maglev::disruption(&o.table, &table)),
-                fingerprint: table.fingerprint(),
-                backends: members.iter().filter(|m| m.weight > 0).count(),
+                ..change
             });
         }
         Ok(Installed {

@@ -37,8 +37,7 @@ pub struct StatusInfo {
     /// How many targets are in each NLB state (`healthy`, `unhealthy`, `draining`, …).
     pub targets: BTreeMap<String, usize>,
     /// Target groups with no healthy target whose traffic goes to every target anyway
-    /// (fail open).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// (fail open); always present, `[]` when none.
     pub failing_open: Vec<String>,
     /// The fleet fingerprint (16 hex digits): the hash seed, every VIP and every ring slot
     /// as the target it names. Every host behind one ECMP group must show the same.
@@ -303,9 +302,9 @@ impl ApplyResult {
             .changed
             .iter()
             .map(|c| {
-                let (moved, forced, collateral, size) = c
+                let (moved, forced, collateral) = c
                     .disruption
-                    .map_or((0, 0, 0, 0), |d| (d.moved, d.forced, d.collateral, d.size));
+                    .map_or((0, 0, 0), |d| (d.moved, d.forced, d.collateral));
                 VipApply {
                     name: c.name.clone(),
                     change: if c.disruption.is_some() {
@@ -314,7 +313,7 @@ impl ApplyResult {
                         "added"
                     }
                     .into(),
-                    ring_size: size,
+                    ring_size: c.ring_size,
                     moved,
                     forced,
                     collateral,
@@ -324,17 +323,20 @@ impl ApplyResult {
                 }
             })
             .collect();
-        for (names, change) in [
-            (&report.unchanged, "unchanged"),
-            (&report.removed, "removed"),
-        ] {
-            vips.extend(names.iter().map(|n| VipApply {
-                name: n.clone(),
-                change: change.into(),
-                flows_touched: (change == "unchanged").then_some(0),
-                ..VipApply::default()
-            }));
-        }
+        vips.extend(report.unchanged.iter().map(|c| VipApply {
+            name: c.name.clone(),
+            change: "unchanged".into(),
+            ring_size: c.ring_size,
+            flows_touched: Some(0),
+            backends: c.backends,
+            fingerprint: format!("{:016x}", c.fingerprint),
+            ..VipApply::default()
+        }));
+        vips.extend(report.removed.iter().map(|n| VipApply {
+            name: n.clone(),
+            change: "removed".into(),
+            ..VipApply::default()
+        }));
         vips.sort_by(|a, b| a.name.cmp(&b.name));
         ApplyResult {
             dry_run,

@@ -203,6 +203,7 @@ fn apply_result_from_report() {
                 }),
                 fingerprint: 0xab,
                 backends: 2,
+                ring_size: 100,
             },
             VipChange {
                 name: "new".into(),
@@ -210,9 +211,17 @@ fn apply_result_from_report() {
                 disruption: None,
                 fingerprint: 1,
                 backends: 1,
+                ring_size: 251,
             },
         ],
-        unchanged: vec!["same".into()],
+        unchanged: vec![VipChange {
+            name: "same".into(),
+            vip_id: 2,
+            disruption: None,
+            fingerprint: 0xcd,
+            backends: 3,
+            ring_size: 509,
+        }],
         removed: vec!["gone".into()],
         backends_added: 1,
         backends_removed: 0,
@@ -238,6 +247,14 @@ fn apply_result_from_report() {
         (12, 10, 2, 100)
     );
     assert_eq!(web.fingerprint, "00000000000000ab");
+    // Added and unchanged VIPs show their real ring, backends and fingerprint.
+    let new = &r.vips[1];
+    assert_eq!((new.ring_size, new.backends), (251, 1));
+    let same = &r.vips[2];
+    assert_eq!(
+        (same.ring_size, same.backends, same.fingerprint.as_str()),
+        (509, 3, "00000000000000cd")
+    );
     // What the CLI renders.
     let t = crate::admin::table::apply(&serde_json::to_value(&r).expect("json"));
     assert!(t.contains("web   changed    100    12 (12.0%)"), "{t}");
@@ -310,4 +327,10 @@ pub(crate) fn sample_commands() -> Vec<Command> {
             grace_secs: Some(0),
         },
     ]
+}
+
+#[test]
+fn status_always_carries_failing_open() {
+    let v = serde_json::to_value(StatusInfo::default()).expect("json");
+    assert_eq!(v["failing_open"], serde_json::json!([]));
 }

@@ -33,10 +33,14 @@ pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 4] {
         ("targets", Some(targets.join(", "))),
         (
             "failing_open",
-            Some(format!(
-                "{} (no healthy target: every target serves)",
-                s.failing_open.join(", ")
-            )),
+            Some(if s.failing_open.is_empty() {
+                "none".to_owned()
+            } else {
+                format!(
+                    "{} (no healthy target: every target serves)",
+                    s.failing_open.join(", ")
+                )
+            }),
         ),
         ("announce", Some(announce_words(&s.announce))),
     ]

@@ -282,3 +282,12 @@ fn status_lists_announcements_in_words() {
          198.19.0.2 standby metric 1073741829 (api): 0 of 2 targets healthy, 1 needed: standby\n"
     );
 }
+
+#[test]
+fn status_says_when_no_group_fails_open() {
+    assert_eq!(status(&json!({"failing_open": []})), "failing_open  none\n");
+    assert_eq!(
+        status(&json!({"failing_open": ["web"]})),
+        "failing_open  web (no healthy target: every target serves)\n"
+    );
+}
