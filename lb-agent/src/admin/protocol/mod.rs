@@ -26,6 +26,8 @@
 //! arguments in [`command`], the results in [`results`].
 
 mod command;
+#[cfg(test)]
+mod doc_examples;
 mod results;
 #[cfg(test)]
 pub(crate) mod tests;
