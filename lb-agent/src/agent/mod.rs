@@ -28,6 +28,7 @@ pub mod options;
 mod running;
 pub mod start;
 mod state_file;
+mod veth_check;
 mod views;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

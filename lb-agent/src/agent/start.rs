@@ -112,7 +112,7 @@ fn start(
     let (mut dp, services, lifecycle) =
         load_data_plane(opts, &options, &layout, &state, saved.as_ref())?;
     dataplane::enable_forwarding(iface)?;
-    allow_egress(&mut dp)?;
+    let egress = allow_egress(&mut dp)?;
     let mode = AttachMode::from(opts.xdp_mode);
     let mut st = AgentState::new(
         dp,
@@ -146,6 +146,14 @@ fn start(
             .with_context(|| format!("attaching to {iface}"))?;
     }
     st.set_attached(true);
+    // XDP_TX goes back out of the ingress; redirects go to the egress interfaces.
+    let ingress =
+        nix::net::if_::if_nametoindex(iface).with_context(|| format!("looking up {iface}"))?;
+    let mut sends_into = egress;
+    sends_into.push(ingress);
+    sends_into.sort_unstable();
+    sends_into.dedup();
+    super::veth_check::spawn(sends_into);
     Ok((st, health_events))
 }
 
@@ -336,8 +344,10 @@ fn default_admin_socket(iface: &str) -> PathBuf {
 /// Allows `XDP_REDIRECT` to every interface of this network namespace but loopback: the
 /// FIB decides where a backend is; the device map only limits where lb may send.
 /// Interfaces added after start are not included (restart or reload to pick them up).
-fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<()> {
+/// Returns their indexes.
+fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<Vec<u32>> {
     let mut allowed = Vec::new();
+    let mut indexes = Vec::new();
     // Through netlink, not /sys/class/net: sysfs shows the namespace that mounted it.
     for iface in nix::net::if_::if_nameindex()
         .context("listing interfaces")?
@@ -349,6 +359,7 @@ fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<()> {
         }
         dp.add_tx_port(iface.index())
             .with_context(|| format!("allowing redirects to {name}"))?;
+        indexes.push(iface.index());
         allowed.push(name);
     }
     allowed.sort();
@@ -356,7 +367,7 @@ fn allow_egress(dp: &mut Dataplane) -> anyhow::Result<()> {
         interfaces = allowed.join(","),
         "egress interfaces allowed for XDP_REDIRECT"
     );
-    Ok(())
+    Ok(indexes)
 }
 
 /// `lb-agent down`: takes a stopped agent's host out: withdraws its VIP routes, keeps
