@@ -196,7 +196,7 @@ impl AgentState {
                 let Some(id) = self.services.backend_id(group, *address) else {
                     continue;
                 };
-                let view = self.lifecycle.view(key, now, &self.failing_open);
+                let view = self.target_view(key, now);
                 targets.push(TargetSample {
                     group: group.clone(),
                     address: *address,

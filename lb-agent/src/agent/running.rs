@@ -353,6 +353,24 @@ impl AgentState {
             .map(|t| t.serving.ring_share())
     }
 
+    /// Whether the installed data plane keeps `key`'s established flows (its backend
+    /// slot in use): what packets see right now, which may trail the lifecycle's view by
+    /// up to a second.
+    pub fn installed_keeps_flows(&self, key: &TargetKey) -> Option<bool> {
+        let (_, serving) = self.installed.as_ref()?;
+        serving
+            .target(&key.group, key.address)
+            .map(|t| t.serving.keeps_flows)
+    }
+
+    /// What an operator reads of target `key` at `now`: the lifecycle's view as the
+    /// installed data plane serves it ([`lifecycle::TargetView::as_installed`]).
+    pub fn target_view(&self, key: &TargetKey, now: u64) -> Option<lifecycle::TargetView> {
+        self.lifecycle
+            .view(key, now, &self.failing_open)
+            .map(|v| v.as_installed(self.installed_keeps_flows(key)))
+    }
+
     /// What the next agent needs.
     pub fn saved(&self) -> SavedAgent {
         SavedAgent {

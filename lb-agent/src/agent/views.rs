@@ -50,7 +50,7 @@ pub(super) fn status(st: &AgentState) -> StatusInfo {
             let now = lifecycle::now_ms();
             let mut counts = std::collections::BTreeMap::new();
             for (key, _) in st.lifecycle.targets() {
-                if let Some(v) = st.lifecycle.view(key, now, &st.failing_open) {
+                if let Some(v) = st.target_view(key, now) {
                     *counts.entry(v.state.as_str().to_owned()).or_insert(0) += 1;
                 }
             }
@@ -205,7 +205,8 @@ pub(super) fn backend_infos(st: &AgentState, flows: &HashMap<(u32, u32), u64>) -
         .map(|key| {
             let id = st.services.backend_id(&key.group, key.address);
             let life = st.lifecycle.get(&key);
-            let view = st.lifecycle.view(&key, now, &st.failing_open);
+            let view = st.target_view(&key, now);
+            let keeps = st.installed_keeps_flows(&key);
             BackendInfo {
                 group: key.group.clone(),
                 address: Some(key.address),
@@ -224,7 +225,12 @@ pub(super) fn backend_infos(st: &AgentState, flows: &HashMap<(u32, u32), u64>) -
                     .map(|ms| ms.div_ceil(1000)),
                 fail_open: view.as_ref().is_some_and(|v| v.fail_open),
                 backend_id: id,
+                // Entries of a target whose flows are not kept are dead: the data plane
+                // re-hashes them at their next packet (UDP entries linger until then).
                 flows: id.map(|id| {
+                    if keeps == Some(false) {
+                        return 0;
+                    }
                     flows
                         .iter()
                         .filter(|((_, b), _)| *b == id)

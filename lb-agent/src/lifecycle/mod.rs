@@ -180,6 +180,28 @@ pub struct TargetView {
     pub fail_open: bool,
 }
 
+impl TargetView {
+    /// The view as the data plane serves it. The lifecycle's view runs up to a second
+    /// ahead of the installed data plane (the agent applies once a second): a target
+    /// whose drain or unhealthy draining interval has just ended still has its
+    /// established flows served until that apply, so it reads `draining` (or
+    /// `unhealthy.draining`) with 0 ms left until then, never `unused` (or `unhealthy`)
+    /// while its connections are still answered.
+    pub fn as_installed(mut self, installed_keeps_flows: Option<bool>) -> Self {
+        if self.keeps_flows || installed_keeps_flows != Some(true) {
+            return self;
+        }
+        self.state = match self.state {
+            TargetState::Unused => TargetState::Draining,
+            TargetState::Unhealthy => TargetState::UnhealthyDraining,
+            other => other,
+        };
+        self.keeps_flows = true;
+        self.remaining_ms = Some(0);
+        self
+    }
+}
+
 /// The serving decisions for one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {

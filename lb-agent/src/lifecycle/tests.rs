@@ -240,6 +240,32 @@ fn operator_drain_then_unused_until_undrained() {
 }
 
 #[test]
+fn a_drain_reads_unused_only_once_the_data_plane_dropped_its_flows() {
+    let c = cfg(&[A, B], "deregistration_delay_secs = 10");
+    let mut l = Lifecycle::new();
+    l.sync(&c, 0);
+    healthy(&mut l, &[A, B], 0);
+    assert_eq!(l.drain(&key(A), 0), Ok(true));
+    let p = l.plan(&c, 10_000);
+    let v = l.view(&key(A), 10_000, &p.failing_open).expect("view");
+    assert_eq!(v.state, TargetState::Unused);
+    // The installed data plane still keeps A's flows (the next apply is due): draining,
+    // 0 s left.
+    let shown = v.clone().as_installed(Some(true));
+    assert_eq!(shown.state, TargetState::Draining);
+    assert_eq!(shown.remaining_ms, Some(0));
+    assert!(shown.keeps_flows);
+    // Once applied, it is unused.
+    assert_eq!(
+        v.clone().as_installed(Some(false)).state,
+        TargetState::Unused
+    );
+    // A target still served reads as the lifecycle says.
+    let b = l.view(&key(B), 10_000, &p.failing_open).expect("view");
+    assert_eq!(b.clone().as_installed(Some(true)), b);
+}
+
+#[test]
 fn a_drained_group_does_not_fail_open_onto_its_drained_targets() {
     let c = cfg(&[A], "");
     let mut l = Lifecycle::new();
