@@ -126,9 +126,10 @@ counter_enum! {
     /// Why a packet for a VIP was dropped. The discriminant is both the error value inside
     /// the program and the index of its per-CPU counter.
     pub enum DropReason {
-        /// A VIP packet whose headers are inconsistent: IPv4 IHL < 5 or past the end, total
-        /// length larger than the frame or smaller than the header, TCP data offset < 5 or past
-        /// the end, L4 header truncated, too many IPv6 extension headers.
+        /// A VIP packet whose headers are inconsistent: a wrong IPv4 header checksum, IPv4
+        /// IHL < 5 or past the end, total length larger than the frame or smaller than the
+        /// header, TCP data offset < 5 or past the end, L4 header truncated, too many IPv6
+        /// extension headers.
         Malformed = 0 => "malformed",
         /// An IP fragment for a VIP not configured to route fragments.
         Fragment = 1 => "fragment",

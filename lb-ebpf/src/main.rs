@@ -22,7 +22,7 @@ mod stats;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
-    service::{mode, vip_flags, PROTO_TCP},
+    service::{mode, vip_flags, FAMILY_V4, PROTO_TCP},
     DropReason, Event, Verdict,
 };
 
@@ -101,6 +101,9 @@ fn try_lb(ctx: &XdpContext, bytes: u64) -> Verdict {
                 stats::count_event(Event::PassNotVip, bytes);
                 return Verdict::Pass;
             };
+            if pkt.key.family == FAMILY_V4 && !parse::ipv4_checksum_ok(ctx, &pkt) {
+                return drop(DropReason::Malformed, vip.vip_id, bytes);
+            }
             // Fragments reach a backend only on VIPs configured to route them; a later
             // fragment has no L4 header to validate, a first one must carry a sound one.
             let frag_route = vip.flags & vip_flags::FRAG_ROUTE != 0;

@@ -150,6 +150,33 @@ fn class_v6(proto: u8) -> TrafficClass {
     }
 }
 
+/// Whether the IPv4 header of `pkt` (options included) carries a correct checksum: its
+/// 16-bit words sum to 0xffff (RFC 1071). A router discards a header that does not (RFC
+/// 1812 §5.2.2), and so does lb for VIP traffic, before the header keys a flow. Checked
+/// only for VIP packets, so other traffic pays nothing.
+#[inline(always)]
+pub fn ipv4_checksum_ok(ctx: &XdpContext, pkt: &Packet) -> bool {
+    // 20 to 60 bytes, a multiple of 4 (checked in `parse_v4`).
+    let ihl = pkt.l4 - pkt.l3;
+    let mut sum = 0u32;
+    let mut off = 0;
+    // At most 15 words of 4 bytes: the constant bound is for the verifier.
+    while off < 60 {
+        if off >= ihl {
+            break;
+        }
+        let Some(word) = ptr_at::<[u8; 4]>(ctx, pkt.l3 + off) else {
+            return false;
+        };
+        // SAFETY: bounds checked by `ptr_at`.
+        let w = unsafe { *word };
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]))
+            + u32::from(u16::from_be_bytes([w[2], w[3]]));
+        off += 4;
+    }
+    crate::csum::fold(sum) == 0xffff
+}
+
 #[inline(always)]
 fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()

@@ -810,6 +810,26 @@ fn cases(s: &Scenario) -> Vec<Case> {
         DropReason::Malformed,
         &[],
     );
+    // RFC 1812 §5.2.2: a router discards an IPv4 header whose checksum is wrong; lb drops
+    // it before the unverified header can key a flow (docs/dataplane.md, Policies).
+    let mut bad_sum = packet::tcp4_syn(CLIENT4, 46300, dr4, dr4p);
+    bad_sum[14 + 10] ^= 0x5a;
+    b.drop(
+        "dr4 ipv4 header checksum wrong",
+        "dr4",
+        bad_sum,
+        DropReason::Malformed,
+        &[],
+    );
+    let mut bad_sum_udp = packet::udp4(CLIENT4, 46301, t4, t4p, b"abc");
+    bad_sum_udp[14 + 11] ^= 0x01;
+    b.drop(
+        "tun4 udp ipv4 header checksum off by one bit",
+        "tun4",
+        bad_sum_udp,
+        DropReason::Malformed,
+        &[],
+    );
 
     // --- Not for a VIP: passed untouched ---------------------------------------------------
     b.pass(
