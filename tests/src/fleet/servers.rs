@@ -6,17 +6,18 @@
 //! (the VIP): direct server return through the router.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv6Addr, SocketAddr, TcpListener},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
     thread::JoinHandle,
-    time::Duration,
 };
 
-use crate::netns::Ns;
+use crate::{
+    agentnet::{accept_loop, serve_http, serve_lines},
+    netns::Ns,
+};
 
 /// The HTTP port.
 pub const HTTP_PORT: u16 = 80;
@@ -45,7 +46,7 @@ impl Servers {
         let mut threads = Vec::new();
         let (st, n) = (stop.clone(), name.clone());
         threads.push(std::thread::spawn(move || {
-            accept_loop(&http, &st, |c| serve_http(c, &n));
+            accept_loop(&http, &st, |c| serve_http(c, &n, "200 OK"));
         }));
         let st = stop.clone();
         threads.push(std::thread::spawn(move || {
@@ -69,79 +70,5 @@ impl Drop for Servers {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-fn accept_loop(l: &TcpListener, stop: &AtomicBool, mut serve: impl FnMut(TcpStream)) {
-    while !stop.load(Ordering::Relaxed) {
-        match l.accept() {
-            Ok((conn, _)) => serve(conn),
-            Err(_) => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-}
-
-fn serve_http(conn: TcpStream, name: &str) {
-    let served = (|| -> std::io::Result<()> {
-        conn.set_nonblocking(false)?;
-        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut writer = conn.try_clone()?;
-        let mut reader = BufReader::new(conn);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-                break;
-            }
-        }
-        let body = format!("{name}\n");
-        write!(
-            writer,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    })();
-    match served {
-        // TCP health checks connect and close or reset without a request.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => eprintln!("{name}: HTTP request failed: {e}"),
-        Ok(()) => {}
-    }
-}
-
-fn serve_lines(conn: TcpStream, name: &str, stop: &AtomicBool) {
-    let served = (|| -> std::io::Result<()> {
-        conn.set_nonblocking(false)?;
-        // Wakes up to look at the stop flag.
-        conn.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let mut writer = conn.try_clone()?;
-        let mut reader = BufReader::new(conn);
-        let mut line = String::new();
-        while !stop.load(Ordering::Relaxed) {
-            match reader.read_line(&mut line) {
-                Ok(0) => return Ok(()),
-                // A whole line: answer it. (A partial one stays in `line` until the rest
-                // arrives after a timeout.)
-                Ok(_) if line.ends_with('\n') => {
-                    line.clear();
-                    writeln!(writer, "{name}")?;
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    })();
-    match served {
-        // Health checks on port 8080 connect and close; a client the test gave up on
-        // resets. Neither is the server's failure.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => eprintln!("{name}: line connection failed: {e}"),
-        Ok(()) => {}
     }
 }

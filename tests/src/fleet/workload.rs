@@ -5,8 +5,7 @@
 //! namespace.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -15,72 +14,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{ensure, Context as _};
+use anyhow::Context as _;
 
 use super::BACKENDS;
 use crate::netns::Ns;
 
-/// The backend index a reply names (`be<i>`).
-pub fn backend_index(name: &str) -> Option<usize> {
-    name.trim()
-        .strip_prefix("be")?
-        .parse()
-        .ok()
-        .filter(|i| *i < BACKENDS)
-}
-
-/// One HTTP GET on a new connection to `to` (call it from inside the client's
-/// namespace): the backend that answered.
-pub fn http_get(to: SocketAddr, timeout: Duration) -> anyhow::Result<usize> {
-    let mut c = TcpStream::connect_timeout(&to, timeout)?;
-    c.set_read_timeout(Some(timeout))?;
-    write!(
-        c,
-        "GET / HTTP/1.1\r\nHost: {}\r\nUser-Agent: lb-fleet\r\nConnection: close\r\n\r\n",
-        to.ip()
-    )?;
-    let mut response = String::new();
-    c.read_to_string(&mut response)?;
-    ensure!(
-        response.starts_with("HTTP/1.1 200 "),
-        "unexpected response {response:?}"
-    );
-    let body = response.rsplit("\r\n\r\n").next().unwrap_or_default();
-    backend_index(body).with_context(|| format!("unexpected body {body:?}"))
-}
-
-/// A long-lived line-protocol connection.
-pub struct LineConn {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl LineConn {
-    /// Connects to `to` (from inside the client's namespace); `timeout` bounds the
-    /// connect and every later request.
-    pub fn open(to: SocketAddr, timeout: Duration) -> anyhow::Result<Self> {
-        let c = TcpStream::connect_timeout(&to, timeout)?;
-        c.set_read_timeout(Some(timeout))?;
-        c.set_nodelay(true)?;
-        Ok(Self {
-            writer: c.try_clone()?,
-            reader: BufReader::new(c),
-        })
-    }
-
-    /// The client's source port.
-    pub fn local_port(&self) -> anyhow::Result<u16> {
-        Ok(self.writer.local_addr()?.port())
-    }
-
-    /// One request: the backend that answered.
-    pub fn ask(&mut self) -> anyhow::Result<usize> {
-        writeln!(self.writer, "ping")?;
-        let mut line = String::new();
-        ensure!(self.reader.read_line(&mut line)? > 0, "connection closed");
-        backend_index(&line).with_context(|| format!("unexpected reply {line:?}"))
-    }
-}
+/// Every reply names its backend the way the single-host topology's do (`be<i>`), so
+/// the fleet uses the same clients.
+pub use crate::agentnet::{backend_index, http_get_from as http_get, LineConn};
+// `backend_index` accepts agentnet's backend count: the fleet has as many.
+const _: () = assert!(BACKENDS == crate::agentnet::BACKENDS);
 
 /// A connection's record.
 #[derive(Clone, Debug)]
@@ -161,10 +104,10 @@ impl LongLived {
         let conns = client.enter(|| -> anyhow::Result<Vec<(LineConn, ConnRecord)>> {
             let mut conns = Vec::with_capacity(n);
             for k in 0..n {
-                let mut c = LineConn::open(to, Duration::from_secs(3))
+                let mut c = LineConn::connect(to, Duration::from_secs(3))
                     .with_context(|| format!("opening long-lived connection {k} to {to}"))?;
                 let backend = c.ask().with_context(|| format!("first request of {k}"))?;
-                c.reader.get_ref().set_read_timeout(Some(REQUEST_TIMEOUT))?;
+                c.set_timeout(REQUEST_TIMEOUT)?;
                 let sport = c.local_port()?;
                 let record = ConnRecord {
                     sport,
