@@ -71,9 +71,10 @@ fn announce_info(st: &AgentState) -> AnnounceInfo {
         .as_ref()
         .map(|t| t.applied())
         .unwrap_or_default();
-    let metrics = a.wanted(st.config.as_ref()).routes;
+    let wanted = a.wanted(st.config.as_ref());
+    let metrics = wanted.routes;
     AnnounceInfo {
-        table: a.wanted(st.config.as_ref()).table,
+        table: wanted.table,
         withdrawn_by_operator: a.host.withdrawn.is_some(),
         withdrawn_reason: a.host.withdrawn.clone(),
         withdrawn_at_ms: a.withdrawn_at.map(|t| unix_ms(Some(t))),
