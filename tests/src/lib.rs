@@ -4,12 +4,14 @@
 
 pub mod agentnet;
 pub mod bench;
+pub mod faults;
 pub mod fixture;
 pub mod fleet;
 pub mod lbnet;
 pub mod netns;
 pub mod packet;
 pub mod scenario;
+pub mod workload;
 
 use anyhow::Context as _;
 use lb_agent::dataplane::{Dataplane, LoadOptions};

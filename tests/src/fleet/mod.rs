@@ -25,7 +25,10 @@
 pub mod bird;
 pub mod failover;
 pub mod servers;
-pub mod workload;
+/// The fleet's clients are the shared ones ([`crate::workload`]); `backend_index`
+/// accepts agentnet's backend count, and the fleet has as many.
+pub use crate::workload;
+const _: () = assert!(BACKENDS == crate::agentnet::BACKENDS);
 
 use std::{
     fs,

@@ -1,8 +1,9 @@
-//! Client traffic for the fleet: single HTTP requests, long-lived line-protocol
-//! connections that each check every reply comes from the backend they started on, and
-//! a prober that opens a new connection at a steady pace. Everything returns its figures
-//! as data (for the tests, the demo and the bench); sockets are made in the client's
-//! namespace.
+//! Client traffic through a VIP, for the fault tests, the fleet, the demos and the bench:
+//! single HTTP requests, long-lived line-protocol connections that each check every
+//! reply comes from the backend they started on, and a prober that opens a new
+//! connection at a steady pace. Everything returns its figures as data; sockets are made
+//! in the client's namespace. Replies name their backend `be<i>` (both topologies'
+//! servers answer so).
 
 use std::{
     net::SocketAddr,
@@ -16,14 +17,8 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::BACKENDS;
+pub use crate::agentnet::{backend_index, http_get_from as http_get, LineConn, BACKENDS};
 use crate::netns::Ns;
-
-/// Every reply names its backend the way the single-host topology's do (`be<i>`), so
-/// the fleet uses the same clients.
-pub use crate::agentnet::{backend_index, http_get_from as http_get, LineConn};
-// `backend_index` accepts agentnet's backend count: the fleet has as many.
-const _: () = assert!(BACKENDS == crate::agentnet::BACKENDS);
 
 /// A connection's record.
 #[derive(Clone, Debug)]
