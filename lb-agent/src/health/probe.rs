@@ -17,8 +17,9 @@ pub const USER_AGENT: &str = concat!("lb-health-check/", env!("CARGO_PKG_VERSION
 /// At most this much of a response body is read for a `body_contains` match.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// At most this much of an exec program's output is read for a weight line.
-const EXEC_OUTPUT_LIMIT: u64 = 4096;
+/// At most the last this many bytes of an exec program's output are kept, for its weight
+/// line; the rest is read and dropped.
+const EXEC_OUTPUT_KEEP: usize = 4096;
 
 /// Checks `key` once as `spec` says; never takes (much) longer than `spec.timeout`.
 pub async fn probe(key: &TargetKey, spec: &CheckSpec) -> ProbeOutcome {
@@ -115,18 +116,34 @@ async fn exec(key: &TargetKey, port: u16, command: &[String]) -> ProbeOutcome {
         }
     };
     let mut killer = GroupKiller(child.id());
-    let mut output = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        if let Err(error) = stdout
-            .take(EXEC_OUTPUT_LIMIT)
-            .read_to_end(&mut output)
-            .await
-        {
-            tracing::debug!(%key, %error, "cannot read the output of an exec health check");
+    // The output is read while the program runs, to the end, so that a program that
+    // prints megabytes neither blocks on a full pipe nor dies of SIGPIPE: only its last
+    // EXEC_OUTPUT_KEEP bytes are kept (the weight line is the last one).
+    let reading = read_tail(child.stdout.take());
+    tokio::pin!(reading);
+    let mut output = None;
+    // Once the program has exited, but before it is reaped (so its process group id
+    // cannot have been reused yet), whatever it left running in its group is killed: a
+    // check that forks children and exits 0 leaves nothing behind, and a child holding
+    // the output pipe open cannot hold the probe until its timeout.
+    match ExitWatch::new(child.id()) {
+        Some(mut exit) => {
+            loop {
+                tokio::select! {
+                    () = exit.exited() => break,
+                    out = &mut reading, if output.is_none() => output = Some(out),
+                }
+            }
+            killer.kill_group();
         }
-        // Dropped here: a program that writes more than the limit gets EPIPE rather than
-        // blocking until the timeout.
+        None => {
+            tracing::debug!(%key, "cannot watch an exec health check with a pidfd; its leftover children are killed only on timeout")
+        }
     }
+    let output = match output {
+        Some(out) => out,
+        None => reading.await,
+    };
     let status = child.wait().await;
     killer.disarm();
     let weight_pct = parse_exec_weight(&String::from_utf8_lossy(&output));
@@ -171,6 +188,64 @@ fn parse_exec_weight(output: &str) -> Option<u8> {
         .map(|pct| pct.min(100) as u8)
 }
 
+/// Reads `stdout` to its end, keeping the last [`EXEC_OUTPUT_KEEP`] bytes.
+async fn read_tail(stdout: Option<tokio::process::ChildStdout>) -> Vec<u8> {
+    let Some(mut stdout) = stdout else {
+        return Vec::new();
+    };
+    let mut kept = Vec::with_capacity(EXEC_OUTPUT_KEEP);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stdout.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * EXEC_OUTPUT_KEEP {
+                    kept.drain(..kept.len() - EXEC_OUTPUT_KEEP);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the output of an exec health check");
+                break;
+            }
+        }
+    }
+    if kept.len() > EXEC_OUTPUT_KEEP {
+        kept.drain(..kept.len() - EXEC_OUTPUT_KEEP);
+    }
+    kept
+}
+
+/// Tells when a child process has exited without reaping it: a pidfd (Linux 5.3) turns
+/// readable then, and the zombie keeps its pid, and so its process group id, reserved.
+struct ExitWatch(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+impl ExitWatch {
+    fn new(pid: Option<u32>) -> Option<Self> {
+        use std::os::fd::FromRawFd as _;
+        let pid = libc::pid_t::try_from(pid?).ok()?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: the descriptor was just created and is owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open while registered.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .ok()
+        .map(Self)
+    }
+
+    async fn exited(&mut self) {
+        // Readable once the process has exited, and from then on: no need to clear it.
+        if let Err(error) = self.0.readable().await {
+            tracing::debug!(%error, "cannot poll an exec health check's pidfd");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Kills an exec program's process group unless disarmed: a probe dropped on timeout
 /// takes the program and its children with it.
 struct GroupKiller(Option<u32>);
@@ -180,17 +255,26 @@ impl GroupKiller {
     fn disarm(&mut self) {
         self.0 = None;
     }
-}
 
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
+    /// Kills the group now (the program may still be a zombie: its id is still ours).
+    fn kill_group(&self) {
         let Some(pid) = self.0.and_then(|pid| i32::try_from(pid).ok()) else {
             return;
         };
         let group = nix::unistd::Pid::from_raw(pid);
-        if let Err(error) = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
-            tracing::debug!(pid, %error, "cannot kill a timed-out exec health check");
+        match nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
+            // Nothing left in the group: the usual case once the program has exited.
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(error) => {
+                tracing::debug!(pid, %error, "cannot kill an exec health check's process group")
+            }
         }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill_group();
     }
 }
 
@@ -323,6 +407,69 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "sleep {pid} survived");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// A process id written to `file` by a script is gone (or a zombie) within a second.
+    async fn assert_gone(pid_file: &std::path::Path) {
+        let pid = std::fs::read_to_string(pid_file).expect("the script wrote its child's pid");
+        let _ = std::fs::remove_file(pid_file);
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let dead = || {
+            std::fs::read_to_string(&stat).map_or(true, |stat| {
+                stat.rsplit(") ")
+                    .next()
+                    .is_some_and(|rest| rest.starts_with('Z'))
+            })
+        };
+        while !dead() {
+            assert!(std::time::Instant::now() < deadline, "{stat} survived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn pid_file(what: &str) -> std::path::PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        std::env::temp_dir().join(format!("lb-health-{what}-{}-{nanos}", std::process::id()))
+    }
+
+    #[tokio::test]
+    async fn children_left_behind_by_a_passing_check_are_killed() {
+        // One child with its output elsewhere (the program's exit ends the read), one
+        // holding the output pipe (the read would wait for it until the timeout).
+        let (quiet, holding) = (pid_file("quiet"), pid_file("holding"));
+        let script = format!(
+            "sleep 30 >/dev/null & echo $! > {}; sleep 30 & echo $! > {}; echo weight=40; exit 0",
+            quiet.display(),
+            holding.display()
+        );
+        let timeout = Duration::from_secs(3);
+        let started = std::time::Instant::now();
+        let outcome = probe(&local(), &exec_spec(&script, timeout)).await;
+        assert!(outcome.healthy, "{outcome:?}");
+        assert_eq!(outcome.weight_pct, Some(40));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the check waited for its children: {:?}",
+            started.elapsed()
+        );
+        assert_gone(&quiet).await;
+        assert_gone(&holding).await;
+    }
+
+    #[tokio::test]
+    async fn megabytes_of_output_are_read_and_dropped() {
+        // 8 MiB, then the weight line: the program is neither blocked nor killed by a
+        // closed pipe, and the line after the flood still counts.
+        let script = "head -c 8388608 /dev/zero; echo; echo weight=30";
+        let outcome = probe(&local(), &exec_spec(script, Duration::from_secs(5))).await;
+        assert!(outcome.healthy, "{outcome:?}");
+        assert_eq!(outcome.weight_pct, Some(30));
+        // Output without end is a program that never finishes.
+        let endless = probe(&local(), &exec_spec("yes", Duration::from_millis(300))).await;
+        assert_eq!(endless.reason, Some(Reason::Timeout), "{endless:?}");
     }
 
     #[tokio::test]
