@@ -23,6 +23,8 @@ use crate::{
     workload::{LongLived, LongLivedReport, ProbeReport, Prober},
 };
 
+/// The example configuration's target group, which the load's VIPs use.
+pub const GROUP: &str = "web-servers";
 /// Long-lived connections in a [`Load`].
 pub const LONG_LIVED: usize = 20;
 /// How often each long-lived connection asks.
@@ -86,7 +88,8 @@ impl FaultNet {
         Ok(call(&self.socket, command, Duration::from_secs(10))?)
     }
 
-    /// Waits until every target is healthy and in every ring, and every VIP announced.
+    /// Waits until every target of the example's group is healthy and in the rings of
+    /// its VIPs, and those VIPs announced.
     pub fn wait_steady(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -104,11 +107,14 @@ impl FaultNet {
     fn steady(&self) -> anyhow::Result<bool> {
         let backends = self.ctl(Command::BackendList { group: None })?;
         let vips = self.ctl(Command::VipList)?;
-        let backends = backends.as_array().context("backend list")?;
+        // The example's group and VIPs; a test's extra groups may be meant to fail.
+        let backends: Vec<&Value> = (backends.as_array().context("backend list")?.iter())
+            .filter(|b| b["group"] == GROUP)
+            .collect();
         let all_healthy = backends.iter().all(|b| b["state"] == "healthy");
         let vips = vips.as_array().context("vip list")?;
         Ok(all_healthy
-            && vips.iter().all(|v| {
+            && (vips.iter().filter(|v| v["target_group"] == GROUP)).all(|v| {
                 v["backends"].as_u64() == Some(backends.len() as u64)
                     && v["announce"]["state"] == "announced"
             }))

@@ -71,9 +71,12 @@ fn internal(detail: String) -> ProbeOutcome {
 }
 
 fn broken(error: &hyper::Error) -> ProbeOutcome {
+    // hyper's own message is generic ("connection error"); its cause says what happened
+    // ("Connection reset by peer").
+    let cause = std::error::Error::source(error).map_or_else(String::new, |c| format!(": {c}"));
     ProbeOutcome::failure(
         Reason::FailedHealthChecks,
-        format!("HTTP exchange failed: {error}"),
+        format!("HTTP exchange failed: {error}{cause}"),
         Duration::ZERO,
     )
 }
