@@ -254,7 +254,7 @@ fn footprint(pid: u32) -> anyhow::Result<(u64, usize)> {
     Ok((rss, fds))
 }
 
-fn target<'a>(list: &'a Value, address: Ipv4Addr) -> anyhow::Result<&'a Value> {
+fn target(list: &Value, address: Ipv4Addr) -> anyhow::Result<&Value> {
     list.as_array()
         .into_iter()
         .flatten()
