@@ -47,13 +47,13 @@ impl FaultNet {
     /// (`--stats-interval 0`, then `extra_args`); returns once every target is healthy
     /// and every VIP announced.
     pub fn start(prefix: &str, extra: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(prefix, &(config_text()? + extra), extra_args)
+    }
+
+    /// [`FaultNet::start`] with the whole configuration `text` (see [`config_text`]).
+    pub fn start_with(prefix: &str, text: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
         let net = AgentNet::new(prefix)?;
         let config = std::env::temp_dir().join(format!("{prefix}-{}.toml", std::process::id()));
-        let mut text = std::fs::read_to_string(example_config()).context("reading the example")?;
-        text.push_str(&format!(
-            "\n[[vip]]\nname = \"lines\"\naddress = \"{VIP}\"\nport = {LINE_PORT}\nprotocol = \"tcp\"\nmode = \"dr\"\ntarget_group = \"web-servers\"\n"
-        ));
-        text.push_str(extra);
         std::fs::write(&config, text).context("writing the test configuration")?;
         let socket = PathBuf::from(format!("/run/lb/netns-{}-lb/admin.sock", net.topo.prefix()));
         let mut me = Self {
@@ -146,6 +146,15 @@ impl FaultNet {
     }
 }
 
+/// The example configuration plus the `lines` VIP on [`LINE_PORT`].
+pub fn config_text() -> anyhow::Result<String> {
+    let mut text = std::fs::read_to_string(example_config()).context("reading the example")?;
+    text.push_str(&format!(
+        "\n[[vip]]\nname = \"lines\"\naddress = \"{VIP}\"\nport = {LINE_PORT}\nprotocol = \"tcp\"\nmode = \"dr\"\ntarget_group = \"{GROUP}\"\n"
+    ));
+    Ok(text)
+}
+
 impl Drop for FaultNet {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config);
@@ -169,6 +178,11 @@ impl Load {
         )?;
         let prober = Prober::start(&net.client, SocketAddr::new(VIP.into(), 80), NEW_EVERY);
         Ok(Self { long, prober })
+    }
+
+    /// Each long-lived connection's (client port, first backend).
+    pub fn flows(&self) -> Vec<(u16, usize)> {
+        self.long.flows()
     }
 
     /// Stops the load and returns its figures under `name`; prints them.
