@@ -48,7 +48,12 @@ pub(super) fn status(st: &AgentState) -> StatusInfo {
         config_edited: st.edited,
         targets: {
             let now = lifecycle::now_ms();
-            let mut counts = std::collections::BTreeMap::new();
+            // Every state, zeros included: a script or an alert reads `unhealthy`
+            // without first asking whether it is there.
+            let mut counts: std::collections::BTreeMap<String, usize> =
+                (lifecycle::TargetState::ALL.iter())
+                    .map(|s| (s.as_str().to_owned(), 0))
+                    .collect();
             for (key, _) in st.lifecycle.targets() {
                 if let Some(v) = st.target_view(key, now) {
                     *counts.entry(v.state.as_str().to_owned()).or_insert(0) += 1;

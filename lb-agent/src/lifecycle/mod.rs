@@ -83,6 +83,16 @@ pub enum TargetState {
 }
 
 impl TargetState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 6] = [
+        Self::Initial,
+        Self::Healthy,
+        Self::Unhealthy,
+        Self::UnhealthyDraining,
+        Self::Draining,
+        Self::Unused,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Initial => "initial",

@@ -34,7 +34,8 @@ pub struct StatusInfo {
     pub config_edited: bool,
     pub vips: usize,
     pub backends: usize,
-    /// How many targets are in each NLB state (`healthy`, `unhealthy`, `draining`, …).
+    /// How many targets are in each NLB state (`healthy`, `unhealthy`, `draining`, …):
+    /// every state, zeros included.
     pub targets: BTreeMap<String, usize>,
     /// Target groups with no healthy target whose traffic goes to every target anyway
     /// (fail open); always present, `[]` when none.

@@ -26,6 +26,7 @@ pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 4] {
     let targets: Vec<String> = s
         .targets
         .iter()
+        .filter(|(_, n)| **n > 0)
         .map(|(state, n)| format!("{n} {state}"))
         .collect();
     [
