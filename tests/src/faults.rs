@@ -19,7 +19,7 @@ use lb_agent::admin::{client::call, protocol::Command};
 use serde_json::Value;
 
 use crate::{
-    agentnet::{example_config, Agent, AgentNet, LINE_PORT, VIP},
+    agentnet::{example_config, http_get_from, Agent, AgentNet, LINE_PORT, VIP},
     workload::{LongLived, LongLivedReport, ProbeReport, Prober},
 };
 
@@ -270,6 +270,25 @@ pub fn under_load<T>(
     }
     let report = load.finish(name);
     Ok((report, result?))
+}
+
+/// How long from now until a new connection through the VIP is answered (each attempt
+/// bounded by 250 ms), at most `timeout`: the recovery time after a fault ends.
+pub fn time_to_serve(net: &AgentNet, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let to = SocketAddr::new(VIP.into(), 80);
+    net.client.enter(|| loop {
+        let attempt = Instant::now();
+        match http_get_from(to, Duration::from_millis(250)) {
+            Ok(_) => return Ok(started.elapsed()),
+            Err(e) if started.elapsed() > timeout => {
+                anyhow::bail!("no new connection answered within {timeout:?}: {e:#}")
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(50).saturating_sub(attempt.elapsed()))
+            }
+        }
+    })?
 }
 
 /// Whether `path` exists (a pin, a file).
