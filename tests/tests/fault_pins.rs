@@ -60,6 +60,14 @@ fn wait_for_ids(
     }
 }
 
+/// The next `n` log lines of the agent containing `needle` (the agent logs what it
+/// restored just after restoring it).
+fn wait_lines(f: &FaultNet, needle: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    (0..n)
+        .map(|_| Ok(f.wait_log(needle, Duration::from_secs(3))?.0))
+        .collect()
+}
+
 /// SIGTERM to the agent, then a new one on the same configuration (in the same mount
 /// namespace) that must adopt the pinned data plane; returns how long that took.
 fn restart(f: &mut FaultNet) -> anyhow::Result<Duration> {
@@ -88,12 +96,9 @@ fn pin_directory_removed_then_restart() -> anyhow::Result<()> {
     let removed = Instant::now();
     remove_dir(&f.net.pin_dir())?;
     let restored = wait_for_ids(&before, || ids(&f.net))? - removed;
-    let missing = f.log_lines("was missing");
-    ensure!(
-        // More only if a check ran in the middle of `rm -rf`.
-        missing.len() > before.maps.len(),
-        "expected the link and every map logged as missing, saw {missing:#?}"
-    );
+    // The link and every map, each logged (more only if a check ran in the middle of
+    // `rm -rf`).
+    let missing = wait_lines(&f, "was missing", 1 + before.maps.len())?;
     let restart_took = restart(&mut f)?;
     ensure!(
         ids(&f.net)? == before,
@@ -130,12 +135,11 @@ fn pins_replaced_then_restart() -> anyhow::Result<()> {
         replace_pin(path, &stranger)?;
     }
     let restored = wait_for_ids(&before, || ids(&f.net))? - replaced;
-    let errors = f.log_lines("held another object");
+    let errors = wait_lines(&f, "held another object", 2)?;
     ensure!(
-        errors.len() == 2
-            && errors
-                .iter()
-                .all(|l| l.contains("ERROR") && l.contains(&format!("map id {stranger_id}"))),
+        errors
+            .iter()
+            .all(|l| l.contains("ERROR") && l.contains(&format!("map id {stranger_id}"))),
         "expected two errors naming map {stranger_id}, saw {errors:#?}"
     );
     drop(stranger);
@@ -178,10 +182,7 @@ fn bpffs_unmounted_then_restart() -> anyhow::Result<()> {
     let unmounted = Instant::now();
     holder.run(&["umount", "/sys/fs/bpf"])?;
     let restored = wait_for_ids(&before, || holder.enter(|| ids(&f.net))?)? - unmounted;
-    ensure!(
-        !f.log_lines("bpffs was not mounted").is_empty(),
-        "the agent did not say it mounted bpffs again"
-    );
+    wait_lines(&f, "bpffs was not mounted", 1)?;
     let restart_took = restart(&mut f)?;
     ensure!(
         holder.enter(|| ids(&f.net))?? == before,
