@@ -157,12 +157,7 @@ impl AgentNet {
         let client = topo.add_ns("client")?;
         let lb = topo.add_ns("lb")?;
         topo.veth(&client, "c0", &lb, "l0")?;
-        client.addr("c0", &format!("{CLIENT}/24"))?;
-        lb.addr("l0", &format!("{LB}/24"))?;
-        // A local veth hands over partial checksums that XDP forwarding cannot carry;
-        // real clients on a wire send complete ones (docs/dataplane.md).
-        disable_tx_checksum_offload(&client, "c0")?;
-        client.route(&["198.18.200.0/24", "via", &LB.to_string()])?;
+        configure_ingress(&client, &lb)?;
         lb.sysctl("net.ipv4.conf.all.forwarding", "1")?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut servers = Servers {
@@ -220,14 +215,58 @@ impl AgentNet {
         })
     }
 
+    /// The client's link to lb (c0 – l0) deleted before, made again as [`AgentNet::new`]
+    /// made it: the pair, its addresses, the client's VIP route.
+    pub fn recreate_ingress(&self) -> anyhow::Result<()> {
+        self.client.ip(&[
+            "link",
+            "add",
+            "c0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "l0",
+            "netns",
+            &self.lb.name,
+        ])?;
+        self.client.ip(&["link", "set", "c0", "up"])?;
+        self.lb.ip(&["link", "set", "l0", "up"])?;
+        configure_ingress(&self.client, &self.lb)
+    }
+
     /// Starts `lb-agent run --iface l0 --config <config> <extra…>` in the lb namespace
     /// and waits until it says the data plane is live (attached, or adopted).
     pub fn start_agent(&self, config: &Path, extra: &[&str]) -> anyhow::Result<Agent> {
+        self.start_agent_in(None, config, extra)
+    }
+
+    /// [`AgentNet::start_agent`] in the mount namespace `mount_ns` (a `/proc/<pid>/ns/mnt`)
+    /// when given, else the host's.
+    pub fn start_agent_in(
+        &self,
+        mount_ns: Option<&Path>,
+        config: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
         let agent = self.agent_bin.to_str().context("agent path is not UTF-8")?;
         let config = config.to_str().context("config path is not UTF-8")?;
         let mut args = vec!["run", "--iface", "l0", "--config", config];
         args.extend_from_slice(extra);
-        let mut cmd = self.lb.command_net_only(agent, &args);
+        let mut cmd = match mount_ns {
+            None => self.lb.command_net_only(agent, &args),
+            // nsenter opens every namespace before it enters any: the network one's path
+            // is the host's.
+            Some(mnt) => {
+                let mut cmd = std::process::Command::new("nsenter");
+                cmd.arg(format!("--mount={}", mnt.display()))
+                    .arg(format!("--net={}", self.lb.path().display()))
+                    .arg(agent)
+                    .args(&args)
+                    .stdin(Stdio::null());
+                cmd
+            }
+        };
         cmd.stderr(Stdio::piped())
             .stdout(Stdio::null())
             .env("RUST_LOG", "info");
@@ -309,6 +348,14 @@ impl AgentNet {
         Ok((info.id(), info.program_id()))
     }
 
+    /// The kernel id of every map pinned for l0, by name.
+    pub fn pinned_map_ids(&self) -> anyhow::Result<Vec<(&'static str, u32)>> {
+        lb_common::maps::SPECS
+            .iter()
+            .map(|s| Ok((s.name, self.pinned_map_id(s.name)?)))
+            .collect()
+    }
+
     /// The kernel id of the map `name` pinned for l0 (the same id means the same map,
     /// entries and all).
     pub fn pinned_map_id(&self, name: &str) -> anyhow::Result<u32> {
@@ -329,6 +376,17 @@ impl Drop for AgentNet {
                 .output();
         }
     }
+}
+
+/// The client end of the ingress link (c0, made up) and lb's (l0): addresses, the
+/// client's VIP route, checksum offload off.
+fn configure_ingress(client: &Ns, lb: &Ns) -> anyhow::Result<()> {
+    client.addr("c0", &format!("{CLIENT}/24"))?;
+    lb.addr("l0", &format!("{LB}/24"))?;
+    // A local veth hands over partial checksums that XDP forwarding cannot carry;
+    // real clients on a wire send complete ones (docs/dataplane.md).
+    disable_tx_checksum_offload(client, "c0")?;
+    client.route(&["198.18.200.0/24", "via", &LB.to_string()])
 }
 
 /// HTTP on :80, the line protocol on :8080 and UDP on :53, all on the VIP, in `ns`.

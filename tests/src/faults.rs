@@ -39,6 +39,8 @@ pub struct FaultNet {
     pub net: AgentNet,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// The mount namespace the agent runs in (`/proc/<pid>/ns/mnt`); the host's if `None`.
+    pub mount_ns: Option<PathBuf>,
 }
 
 impl FaultNet {
@@ -52,26 +54,38 @@ impl FaultNet {
 
     /// [`FaultNet::start`] with the whole configuration `text` (see [`config_text`]).
     pub fn start_with(prefix: &str, text: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut me = Self::prepare(prefix, text)?;
+        me.start_agent(extra_args)?;
+        me.wait_steady(Duration::from_secs(15))?;
+        Ok(me)
+    }
+
+    /// The topology and the configuration file (the whole `text`, see [`config_text`]),
+    /// without the agent. Set `mount_ns`, then [`FaultNet::start_agent`] and
+    /// [`FaultNet::wait_steady`].
+    pub fn prepare(prefix: &str, text: &str) -> anyhow::Result<Self> {
         let net = AgentNet::new(prefix)?;
         let config = std::env::temp_dir().join(format!("{prefix}-{}.toml", std::process::id()));
         std::fs::write(&config, text).context("writing the test configuration")?;
         let socket = PathBuf::from(format!("/run/lb/netns-{}-lb/admin.sock", net.topo.prefix()));
-        let mut me = Self {
+        Ok(Self {
             agent: None,
             net,
             config,
             socket,
-        };
-        me.start_agent(extra_args)?;
-        me.wait_steady(Duration::from_secs(15))?;
-        Ok(me)
+            mount_ns: None,
+        })
     }
 
     /// Starts the agent (again) on the same configuration.
     pub fn start_agent(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
         let mut args = vec!["--stats-interval", "0"];
         args.extend_from_slice(extra_args);
-        self.agent = Some(self.net.start_agent(&self.config, &args)?);
+        self.agent = Some(self.net.start_agent_in(
+            self.mount_ns.as_deref(),
+            &self.config,
+            &args,
+        )?);
         Ok(())
     }
 

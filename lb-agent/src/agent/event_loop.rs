@@ -1,6 +1,6 @@
 //! The agent's event loop: the admin socket, SIGHUP reloads, health events, the
-//! one-second lifecycle and metrics tick and the counter log line, until SIGINT/SIGTERM or
-//! `ctl down`.
+//! one-second lifecycle, metrics and data-plane watchdog tick and the counter log line,
+//! until SIGINT/SIGTERM or `ctl down`.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -84,6 +84,7 @@ pub async fn serve(
                     if let Err(e) = st.sample_metrics() {
                         error!("reading the counters for metrics: {e:#}");
                     }
+                    st.watch_data_plane();
                 }
                 Err(_) => error!("agent state poisoned; lifecycle skipped"),
             },

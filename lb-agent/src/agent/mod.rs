@@ -13,6 +13,8 @@
 //! - [`health_wiring`], [`metrics_wiring`], [`announcing`]: between the running state and
 //!   the health checker, the metrics and the announce table; [`state_file`]: what
 //!   survives a restart.
+//! - [`attachment`]: the watchdog over the XDP attachment (the interface deleted and
+//!   back) and the pins (removed, replaced, bpffs unmounted).
 //!
 //! One read-write lock guards the running state. Changes (SIGHUP reloads, health events,
 //! the lifecycle tick, mutating `ctl` commands) take it exclusively, so no two changes
@@ -20,6 +22,7 @@
 //! change in progress (which holds it only while it computes and writes, milliseconds).
 
 mod announcing;
+mod attachment;
 pub mod event_loop;
 mod handler;
 mod health_wiring;

@@ -69,6 +69,8 @@ pub struct AgentState {
     pub announce: super::announcing::Announcements,
     /// `ctl down` asked for: detach after this grace period.
     pub going_down: Option<std::time::Duration>,
+    /// The watchdog over the attachment and the pins.
+    pub(super) watch: super::attachment::Watch,
 }
 
 /// Why a change was refused; the running state is unchanged.
@@ -114,6 +116,7 @@ impl AgentState {
             metrics: None,
             announce: Default::default(),
             going_down: None,
+            watch: Default::default(),
         }
     }
 

@@ -210,6 +210,9 @@ fn finish(st: &mut AgentState, stop: Stop, opts: &RunOptions) -> anyhow::Result<
             if opts.ephemeral {
                 st.dp.detach().context("detaching")?;
             } else {
+                // What keeps forwarding after the agent is what is pinned: put back
+                // whatever went missing since the last check.
+                st.watch_pins();
                 info!(
                     iface,
                     "the data plane keeps forwarding; `lb-agent down --iface {iface}` removes it"

@@ -45,6 +45,7 @@ pub(super) fn status(st: &AgentState) -> StatusInfo {
             .as_ref()
             .map_or(0, |c| c.target_groups.iter().map(|g| g.targets.len()).sum()),
         program: st.dp.program_info().ok(),
+        attachment: super::attachment::info(st),
         config_edited: st.edited,
         targets: {
             let now = lifecycle::now_ms();

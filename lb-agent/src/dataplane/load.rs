@@ -78,6 +78,7 @@ impl Dataplane {
         if !pinned.adopted {
             dp.set_config(&lb_common::LbConfig::default())?;
         }
+        dp.pins = Some(layout.clone());
         Ok((dp, pinned.adopted))
     }
 
@@ -93,6 +94,7 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             attachment: None,
+            pins: None,
         })
     }
 }
@@ -202,7 +204,7 @@ fn check_loaded_map(spec: &MapSpec, info: &MapInfo) -> Result<(), MapError> {
 }
 
 /// The kernel map behind any [`Map`] (aya offers no accessor; every variant holds one).
-fn map_data(map: &Map) -> &MapData {
+pub(super) fn map_data(map: &Map) -> &MapData {
     match map {
         Map::Array(m)
         | Map::ArrayOfMaps(m)

@@ -6,9 +6,13 @@
 //! - `mod.rs`: the [`Dataplane`] type and its error;
 //! - `load`: loading fresh or adopting pinned maps, each map checked against lb-common's
 //!   table of map specs first;
-//! - `attach`: attaching (through a pinned link that outlives the agent), detaching, and
-//!   the running program's identity;
+//! - `attach`: attaching (through a pinned link that outlives the agent), detaching, the
+//!   running program's identity, and whether the link still runs on the interface;
 //! - `pins`: where an interface's state is pinned, and `down`, which removes it;
+//! - `pin_check`: putting back pins removed or replaced under a running agent (and
+//!   bpffs, when it was unmounted);
+//! - `bpf_obj`: the `bpf()` object commands aya does not offer (a link's own descriptor,
+//!   pinning it, what a pin holds);
 //! - `host`: host settings the data plane needs (bpffs mounted, forwarding enabled);
 //! - [`tables`]: writing VIPs, backends, Maglev rings, runtime config, TX ports, and
 //!   reading the flow table;
@@ -18,18 +22,21 @@
 
 mod attach;
 mod batch;
+mod bpf_obj;
 pub mod counters;
 pub mod decap;
 mod host;
 mod load;
+mod pin_check;
 mod pins;
 pub mod tables;
 pub mod test_run;
 
-pub use attach::{AttachMode, ProgramInfo};
+pub use attach::{AttachMode, AttachedLink, LinkState, ProgramInfo};
 pub use counters::Counters;
 pub use host::{enable_forwarding, ensure_bpffs, BPFFS};
 pub use load::LoadOptions;
+pub use pin_check::{Found, PinCheck, Repaired};
 pub use pins::{down, scope, PinLayout, PIN_ROOT};
 pub use test_run::TestRunOutcome;
 
@@ -75,11 +82,6 @@ pub enum DataplaneError {
     TxPort { ifindex: u32, reason: String },
     #[error("the program is not attached")]
     NotAttached,
-    #[error("pinning {path} failed: {source}")]
-    Pin {
-        path: PathBuf,
-        source: aya::pin::PinError,
-    },
     #[error("{what} {path}: {source}")]
     Fs {
         what: &'static str,
@@ -109,6 +111,8 @@ pub enum DataplaneError {
 pub struct Dataplane {
     ebpf: Ebpf,
     attachment: Option<attach::Attachment>,
+    /// Where the maps (and the link, once attached) are pinned; `None` when ephemeral.
+    pins: Option<PinLayout>,
 }
 
 /// The `lb_xdp` program in `ebpf`, to load, attach or detach.

@@ -37,10 +37,10 @@ use serde_json::Value;
 
 pub use command::{Command, MetricsFormat, Proto, VipSpec, COMMAND_NAMES};
 pub use results::{
-    AnnounceInfo, ApplyResult, BackendInfo, BackendList, ConfigInfo, CounterInfo, CounterSection,
-    DatumResult, DownResult, DrainResult, EmfResult, FlowAnswer, PromResult, RouteInfo, StatsInfo,
-    StatusInfo, TopInfo, TopTarget, TopVip, VipAnnounce, VipApply, VipInfo, VipList,
-    WithdrawResult,
+    AnnounceInfo, ApplyResult, AttachmentInfo, BackendInfo, BackendList, ConfigInfo, CounterInfo,
+    CounterSection, DatumResult, DownResult, DrainResult, EmfResult, FlowAnswer, PromResult,
+    RouteInfo, StatsInfo, StatusInfo, TopInfo, TopTarget, TopVip, VipAnnounce, VipApply, VipInfo,
+    VipList, WithdrawResult,
 };
 
 /// The protocol version this build speaks (requests carry it as `v`).

@@ -29,6 +29,8 @@ pub struct StatusInfo {
     /// (an upgrade). Absent when the agent cannot read it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub program: Option<ProgramInfo>,
+    /// The program on the interface, and its pins.
+    pub attachment: AttachmentInfo,
     pub config: Option<String>,
     /// Runtime edits changed the running configuration since it was read from `config`.
     pub config_edited: bool,
@@ -48,6 +50,35 @@ pub struct StatusInfo {
     pub route_tag: u32,
     /// What this host announces.
     pub announce: AnnounceInfo,
+}
+
+/// `status`'s `attachment`: whether the program runs on the interface, and whether what
+/// runs is pinned (what a restart adopts).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AttachmentInfo {
+    /// `attached`, or `detached`: the interface is gone or the XDP link was severed from
+    /// it; every VIP is withdrawn until the agent attaches again (within a second of the
+    /// interface being back).
+    pub state: String,
+    /// The interface index and the XDP link's kernel id (a new link after attaching
+    /// afresh); 0 when detached.
+    pub ifindex: u32,
+    pub link_id: u32,
+    /// Times the agent attached afresh since it started.
+    pub reattached: u64,
+    /// Why detached, and since when (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// Where the link and the maps are pinned; absent for an ephemeral agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<String>,
+    /// Why the pins cannot be put right (bpffs unmounted and not mountable, …): the data
+    /// plane runs, but a restart would lose it, every flow included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_error: Option<String>,
 }
 
 /// `status`'s `announce`: the announce table and every VIP address in it or not.

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{field_names, key_values, shown, Sent};
-use crate::admin::protocol::{AnnounceInfo, ConfigInfo, StatusInfo};
+use crate::admin::protocol::{AnnounceInfo, AttachmentInfo, ConfigInfo, StatusInfo};
 
 /// `status`: key/value lines in [`StatusInfo`]'s order; the program on one line, as
 /// `bpftool prog` names it (`lb_xdp id 123 tag 0123456789abcdef`), target states and
@@ -22,7 +22,7 @@ pub fn status(result: &Value) -> String {
 }
 
 /// The [`StatusInfo`] fields that read better in words than as JSON: field name, words.
-pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 4] {
+pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 5] {
     let targets: Vec<String> = s
         .targets
         .iter()
@@ -31,6 +31,7 @@ pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 4] {
         .collect();
     [
         ("program", s.program.as_ref().map(ToString::to_string)),
+        ("attachment", Some(attachment_words(&s.attachment))),
         ("targets", Some(targets.join(", "))),
         (
             "failing_open",
@@ -45,6 +46,35 @@ pub(super) fn worded(s: &StatusInfo) -> [(&'static str, Option<String>); 4] {
         ),
         ("announce", Some(announce_words(&s.announce))),
     ]
+}
+
+/// `attachment`: where the program runs (or why not), where it is pinned, and a pin
+/// failure in capitals: a restart would lose the data plane.
+fn attachment_words(a: &AttachmentInfo) -> String {
+    let mut out = if a.state == "attached" {
+        format!("attached to ifindex {}, link id {}", a.ifindex, a.link_id)
+    } else {
+        format!(
+            "{} since {}: {}; every VIP withdrawn",
+            a.state.to_uppercase(),
+            a.since_ms.unwrap_or_default(),
+            a.reason.as_deref().unwrap_or("?")
+        )
+    };
+    if a.reattached > 0 {
+        let times = if a.reattached == 1 { "time" } else { "times" };
+        out.push_str(&format!(", re-attached {} {times}", a.reattached));
+    }
+    match &a.pin_dir {
+        Some(dir) => out.push_str(&format!(", pinned at {dir}")),
+        None => out.push_str(", not pinned (ephemeral)"),
+    }
+    if let Some(e) = &a.pin_error {
+        out.push_str(&format!(
+            "\n  PINS FAILING, a restart would lose the data plane: {e}"
+        ));
+    }
+    out
 }
 
 /// `announce`: the table, the operator's withdrawal, then one line per VIP address.

@@ -198,6 +198,7 @@ fn field_names_in_declaration_order() {
             "iface",
             "xdp_mode",
             "program",
+            "attachment",
             "config",
             "config_edited",
             "vips",
@@ -289,5 +290,24 @@ fn status_says_when_no_group_fails_open() {
     assert_eq!(
         status(&json!({"failing_open": ["web"]})),
         "failing_open  web (no healthy target: every target serves)\n"
+    );
+}
+
+#[test]
+fn status_says_where_the_program_runs_and_what_a_restart_would_lose() {
+    let r = json!({"attachment": {"state": "attached", "ifindex": 3, "link_id": 31,
+        "reattached": 1, "pin_dir": "/sys/fs/bpf/lb/eth0"}});
+    assert_eq!(
+        status(&r),
+        "attachment  attached to ifindex 3, link id 31, re-attached 1 time, pinned at /sys/fs/bpf/lb/eth0\n"
+    );
+    let r = json!({"attachment": {"state": "detached", "ifindex": 0, "link_id": 0,
+        "reattached": 0, "reason": "interface eth0 is gone: its XDP link was severed",
+        "since_ms": 1764777600123_u64, "pin_dir": "/sys/fs/bpf/lb/eth0",
+        "pin_error": "mounting bpffs at /sys/fs/bpf failed: EPERM"}});
+    assert_eq!(
+        status(&r),
+        "attachment  DETACHED since 1764777600123: interface eth0 is gone: its XDP link was severed; every VIP withdrawn, pinned at /sys/fs/bpf/lb/eth0\n  \
+         PINS FAILING, a restart would lose the data plane: mounting bpffs at /sys/fs/bpf failed: EPERM\n"
     );
 }
