@@ -32,8 +32,11 @@ use lb_common::{
 use tracing::info;
 
 mod fingerprint;
+mod recover;
 #[cfg(test)]
 mod tests;
+
+pub use recover::{recover, Recovered};
 
 use crate::{
     config::{self, Config},
