@@ -12,7 +12,7 @@
 //!   `ctl` command as a read or a change; [`views`]: the read-only replies.
 //! - [`health_wiring`], [`metrics_wiring`], [`announcing`]: between the running state and
 //!   the health checker, the metrics and the announce table; [`state_file`]: what
-//!   survives a restart.
+//!   survives a restart; [`fd_limit`]: the file descriptors health probes may use.
 //!
 //! One read-write lock guards the running state. Changes (SIGHUP reloads, health events,
 //! the lifecycle tick, mutating `ctl` commands) take it exclusively, so no two changes
@@ -21,6 +21,7 @@
 
 mod announcing;
 pub mod event_loop;
+mod fd_limit;
 mod handler;
 mod health_wiring;
 mod metrics_wiring;

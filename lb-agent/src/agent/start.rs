@@ -133,7 +133,8 @@ fn start(
         (!opts.ephemeral).then_some(state),
     );
     let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
-    st.health = Some(HealthChecker::new(health_tx));
+    let (_, probes) = super::fd_limit::raise();
+    st.health = Some(HealthChecker::with_max_in_flight(health_tx, probes));
     st.announce.announcer =
         Some(Announcer::spawn().context("opening the netlink socket for VIP routes")?);
     if let Some(why) = saved.as_ref().and_then(|s| s.withdrawn.clone()) {
