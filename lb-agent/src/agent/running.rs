@@ -323,7 +323,10 @@ impl AgentState {
         }
         self.failing_open = plan.failing_open;
         self.installed = Some((cfg.clone(), plan.serving));
-        self.announce.fingerprint = self.services.fleet_fingerprint(cfg.agent.hash_seed);
+        // Only a changed or removed ring changes it (a new seed changes every ring).
+        if !report.changed.is_empty() || !report.removed.is_empty() {
+            self.announce.fingerprint = self.services.fleet_fingerprint(cfg.agent.hash_seed);
+        }
         Ok(report)
     }
 
