@@ -137,9 +137,12 @@ fn reorder(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes made from the current state file.
+type Damaged = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// What to do to the state file while the agent is stopped.
 enum Damage {
-    Bytes(&'static str, Box<dyn Fn(&[u8]) -> Vec<u8>>),
+    Bytes(&'static str, Damaged),
     /// An older agent's layout, made from the current file: it must load as it is.
     Older(&'static str, fn(&mut Value)),
 }
