@@ -118,21 +118,19 @@ fn start_refused(f: &FaultNet) -> anyhow::Result<(i32, String, Duration)> {
     Ok((status.code().unwrap_or(-1), error, took))
 }
 
-/// The test's configuration with the targets and VIPs listed in another order than the
-/// agent numbered them in: a fresh numbering of this file would give other ids (the
-/// `lines` VIP first, be2 before be0), so only ids kept or rebuilt right keep the flows.
+/// The test's configuration with its targets listed in the other order: a fresh
+/// numbering of this file would give be2 the id be0 has and the other way round, and
+/// the VIPs keep theirs, so the flow table's entries would send be0's connections to
+/// be2 (ring slots are placed by target address, so a VIP whose id changed would re-hash
+/// its flows onto the same targets: only backend ids moved under an unchanged VIP id
+/// show). Only ids kept or rebuilt right keep the flows.
 fn reorder(config: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(config)?;
-    let lines_vip = text
-        .find("\n[[vip]]\nname = \"lines\"")
-        .context("no lines VIP")?;
-    let (head, lines) = text.split_at(lines_vip);
-    let first_vip = head.find("\n[[vip]]").context("no VIP")?;
-    let (before, vips) = head.split_at(first_vip);
-    let swapped = format!("{before}{lines}\n{vips}")
+    let swapped = text
         .replace("\naddress = \"198.18.11.2\"", "\naddress = \"X\"")
         .replace("\naddress = \"198.18.13.2\"", "\naddress = \"198.18.11.2\"")
         .replace("\naddress = \"X\"", "\naddress = \"198.18.13.2\"");
+    ensure!(swapped != text, "no targets to reorder");
     std::fs::write(config, swapped)?;
     Ok(())
 }
@@ -170,14 +168,15 @@ fn unreadable_or_older_state_file_at_start() -> anyhow::Result<()> {
     let original: Value = serde_json::from_slice(&good)?;
     let want_ids = ids(&original);
     let want_rings = fingerprints(&f)?;
-    // The test is only worth its name if a fresh numbering would differ.
-    let lines_id = want_ids["vips"]
+    // The test is only worth its name if a fresh numbering would differ: be0 was
+    // numbered first, the reordered file lists it last.
+    let be0_id = want_ids["backends"]
         .as_array()
-        .and_then(|v| v.iter().find(|v| v["name"] == "lines"))
-        .map(|v| v["id"].clone());
+        .and_then(|v| v.iter().find(|b| b["address"] == "198.18.11.2"))
+        .map(|b| b["id"].clone());
     ensure!(
-        lines_id != Some(Value::from(0)),
-        "the lines VIP has id 0: the reordered file would number it the same"
+        be0_id == Some(Value::from(0)),
+        "be0 has id {be0_id:?}: the reordered file would not number it differently"
     );
     println!("ids: {want_ids}");
 
