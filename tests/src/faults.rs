@@ -305,6 +305,24 @@ pub fn time_to_serve(net: &AgentNet, timeout: Duration) -> anyhow::Result<Durati
     })?
 }
 
+/// [`under_load`] for a fault that needs the [`FaultNet`] itself (restarting the agent).
+pub fn under_load_mut<T>(
+    f: &mut FaultNet,
+    name: &str,
+    before: Duration,
+    after: Duration,
+    fault: impl FnOnce(&mut FaultNet) -> anyhow::Result<T>,
+) -> anyhow::Result<(FaultReport, T)> {
+    let load = Load::start(&f.net)?;
+    std::thread::sleep(before);
+    let result = fault(f);
+    if result.is_ok() {
+        std::thread::sleep(after);
+    }
+    let report = load.finish(name);
+    Ok((report, result?))
+}
+
 /// Whether `path` exists (a pin, a file).
 pub fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()

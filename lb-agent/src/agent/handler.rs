@@ -244,6 +244,11 @@ fn apply_result(
 ) -> Result<Value, ErrorBody> {
     let mut result = ApplyResult::from_report(report, dry_run);
     result.warnings = cfg.warnings.clone();
+    if let Some(why) = st.unsaved.as_ref().filter(|_| !dry_run) {
+        result.warnings.push(format!(
+            "the change is applied but not yet persisted ({why}): a restarted agent would not know it until a retry (every second) succeeds"
+        ));
+    }
     flows_touched(st, cfg, &mut result)?;
     json(result)
 }

@@ -12,7 +12,7 @@
 //!   `ctl` command as a read or a change; [`views`]: the read-only replies.
 //! - [`health_wiring`], [`metrics_wiring`], [`announcing`]: between the running state and
 //!   the health checker, the metrics and the announce table; [`state_file`]: what
-//!   survives a restart.
+//!   survives a restart; [`fd_limit`]: the file descriptors health probes may use.
 //! - [`attachment`]: the watchdog over the XDP attachment (the interface deleted and
 //!   back) and the pins (removed, replaced, bpffs unmounted).
 //!
@@ -24,6 +24,7 @@
 mod announcing;
 mod attachment;
 pub mod event_loop;
+mod fd_limit;
 mod handler;
 mod health_wiring;
 mod metrics_wiring;

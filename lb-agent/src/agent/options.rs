@@ -24,6 +24,13 @@ pub struct RunOptions {
     /// in progress re-hash; use it when the pinned state is not wanted any more.
     #[arg(long, conflicts_with = "ephemeral")]
     pub reset: bool,
+    /// When the previous agent's saved state (`/run/lb/<iface>/state.json`) is unreadable,
+    /// set it aside and rebuild the VIP and backend ids from the pinned tables instead of
+    /// refusing to start: established flows keep their backends; runtime edits, drains,
+    /// target health and a `ctl withdraw` that only the file held are lost. Without an
+    /// unreadable file it changes nothing.
+    #[arg(long, conflicts_with_all = ["ephemeral", "reset"])]
+    pub recover_state: bool,
     /// Load this eBPF object instead of the one embedded at build time.
     #[arg(long)]
     pub bpf_object: Option<PathBuf>,

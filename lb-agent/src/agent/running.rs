@@ -71,6 +71,9 @@ pub struct AgentState {
     pub going_down: Option<std::time::Duration>,
     /// The watchdog over the attachment and the pins.
     pub(super) watch: super::attachment::Watch,
+    /// Why the last save of the state file failed, while it is not saved: the lifecycle
+    /// tick retries until it is.
+    pub unsaved: Option<String>,
 }
 
 /// Why a change was refused; the running state is unchanged.
@@ -117,6 +120,7 @@ impl AgentState {
             announce: Default::default(),
             going_down: None,
             watch: Default::default(),
+            unsaved: None,
         }
     }
 
@@ -291,7 +295,8 @@ impl AgentState {
         self.lifecycle = next;
         self.log_transitions(now);
         self.sync_announcements();
-        if saved {
+        // A save that failed (a full disk) is retried here, every second, until it works.
+        if saved || self.unsaved.is_some() {
             self.save();
         }
         Ok(report)
@@ -321,7 +326,10 @@ impl AgentState {
         }
         self.failing_open = plan.failing_open;
         self.installed = Some((cfg.clone(), plan.serving));
-        self.announce.fingerprint = self.services.fleet_fingerprint(cfg.agent.hash_seed);
+        // Only a changed or removed ring changes it (a new seed changes every ring).
+        if !report.changed.is_empty() || !report.removed.is_empty() {
+            self.announce.fingerprint = self.services.fleet_fingerprint(cfg.agent.hash_seed);
+        }
         Ok(report)
     }
 
@@ -389,12 +397,28 @@ impl AgentState {
         }
     }
 
-    /// Saves [`AgentState::saved`]; a failure is logged (the data plane is already
-    /// right, only a restart would lose what is not saved).
-    pub fn save(&self) {
-        if let Some(file) = &self.state_file {
-            if let Err(e) = file.save(&self.saved()) {
-                error!("saving the agent state for the next agent: {e:#}");
+    /// Saves [`AgentState::saved`]. A failure is logged once and remembered in
+    /// `unsaved` (the data plane is already right; only a restart before the retry
+    /// succeeds would lose what is not saved), and replies to changes say so.
+    pub fn save(&mut self) {
+        let Some(file) = &self.state_file else {
+            return;
+        };
+        match file.save(&self.saved()) {
+            Ok(()) => {
+                if let Some(why) = self.unsaved.take() {
+                    info!(path = %file.path.display(), "the agent state is saved again (it was not: {why})");
+                }
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                if self.unsaved.as_deref() != Some(why.as_str()) {
+                    error!(
+                        path = %file.path.display(),
+                        "the agent state is not persisted ({why}): the previous state file stays intact and a restarted agent would not know the latest changes; retrying every second"
+                    );
+                }
+                self.unsaved = Some(why);
             }
         }
     }

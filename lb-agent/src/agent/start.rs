@@ -23,7 +23,7 @@ use crate::{
     config::{Config, Draft},
     dataplane::{self, AttachMode, Dataplane, LoadOptions, PinLayout},
     health::HealthChecker,
-    install::Services,
+    install::{self, Services},
     lifecycle::Lifecycle,
     object,
 };
@@ -100,7 +100,11 @@ fn start(
             );
         }
     }
-    let saved = if opts.ephemeral { None } else { state.load()? };
+    let saved = if opts.ephemeral {
+        None
+    } else {
+        load_saved(&state, &layout, opts.recover_state)?
+    };
     let start = starting_config(file, saved.as_ref());
     let options = LoadOptions {
         flow_entries: start
@@ -109,8 +113,14 @@ fn start(
                 s.config.agent.flow_table_entries
             }),
     };
-    let (mut dp, services, lifecycle) =
-        load_data_plane(opts, &options, &layout, &state, saved.as_ref())?;
+    let (mut dp, services, lifecycle) = load_data_plane(
+        opts,
+        &options,
+        &layout,
+        &state,
+        saved.as_ref(),
+        start.as_ref().map(|s| &s.config),
+    )?;
     dataplane::enable_forwarding(iface)?;
     let egress = allow_egress(&mut dp)?;
     let mode = AttachMode::from(opts.xdp_mode);
@@ -123,7 +133,8 @@ fn start(
         (!opts.ephemeral).then_some(state),
     );
     let (health_tx, health_events) = tokio::sync::mpsc::unbounded_channel();
-    st.health = Some(HealthChecker::new(health_tx));
+    let (_, probes) = super::fd_limit::raise();
+    st.health = Some(HealthChecker::with_max_in_flight(health_tx, probes));
     st.announce.announcer =
         Some(Announcer::spawn().context("opening the netlink socket for VIP routes")?);
     if let Some(why) = saved.as_ref().and_then(|s| s.withdrawn.clone()) {
@@ -157,14 +168,47 @@ fn start(
     Ok((st, health_events))
 }
 
+/// The previous agent's saved state. An unreadable file is refused (with the way out)
+/// while a pinned data plane depends on its ids, unless `recover` says to set it aside
+/// and rebuild them from the pins; with nothing pinned there is nothing to lose, and it
+/// is set aside with a warning.
+fn load_saved(
+    state: &StateFile,
+    layout: &PinLayout,
+    recover: bool,
+) -> anyhow::Result<Option<SavedAgent>> {
+    match state.load() {
+        Ok(saved) => Ok(saved),
+        Err(e) => {
+            let pinned = layout.map(lb_common::maps::VIPS).exists();
+            if pinned && !recover {
+                return Err(e.into());
+            }
+            let aside = state.set_aside()?;
+            warn!(
+                kept = %aside.display(),
+                "{e}: set aside; {}",
+                if pinned {
+                    "--recover-state: rebuilding the ids from the pinned tables"
+                } else {
+                    "nothing is pinned, so no flow depends on it"
+                }
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// A fresh data plane (ephemeral, or nothing pinned), or the pinned one adopted with the
-/// previous agent's ids, target health and drains.
+/// previous agent's ids, target health and drains; without them, with the ids rebuilt
+/// from the pinned tables for `cfg` (the configuration it starts with).
 fn load_data_plane(
     opts: &RunOptions,
     options: &LoadOptions,
     layout: &PinLayout,
     state: &StateFile,
     saved: Option<&SavedAgent>,
+    cfg: Option<&Config>,
 ) -> anyhow::Result<(Dataplane, Services, Lifecycle)> {
     let bytes = object::load_bytes(opts.bpf_object.as_deref())?;
     if opts.ephemeral {
@@ -183,11 +227,38 @@ fn load_data_plane(
             )
         }
         (true, None) => {
-            warn!("pinned maps found but no saved ids: VIP ids may change and flows re-hash once");
-            (dp, Services::new(), Lifecycle::new())
+            let services = match cfg {
+                Some(cfg) => recovered_services(&dp, cfg)?,
+                None => {
+                    warn!("pinned maps found but no saved ids and no --config: nothing is changed until a configuration is applied, whose ids may differ (flows re-hash once)");
+                    Services::new()
+                }
+            };
+            (dp, services, Lifecycle::new())
         }
         (false, _) => (dp, Services::new(), Lifecycle::new()),
     })
+}
+
+/// Services continuing the ids the pinned tables show (see `install::recover`), with
+/// what could not be matched in the log.
+fn recovered_services(dp: &Dataplane, cfg: &Config) -> anyhow::Result<Services> {
+    let tables = dp
+        .installed_tables()
+        .context("reading the pinned tables to rebuild the ids")?;
+    let recovered = install::recover(&tables, cfg);
+    warn!(
+        vips = recovered.state.vips.len(),
+        backends = recovered.state.backends.len(),
+        "no saved ids: rebuilt them from the pinned tables, so established flows keep their backends; target health starts over and drains, runtime edits and a withdrawal not in the configuration file are not known"
+    );
+    for vip in &recovered.unknown_vips {
+        warn!("{vip} is not in the configuration: it is removed");
+    }
+    for backend in &recovered.orphan_backends {
+        warn!("{backend} matches no configured target: its established flows continue and its id is not reused");
+    }
+    Ok(Services::restore(&recovered.state))
 }
 
 /// What stopping leaves: after `ctl down` nothing; after a signal, a pinned data plane
@@ -381,8 +452,8 @@ pub fn down(iface: &str, grace_secs: Option<u64>) -> anyhow::Result<()> {
     let state = StateFile::for_interface(iface);
     let saved = state
         .load()
-        .unwrap_or_else(|e| {
-            warn!("reading the saved state: {e:#}");
+        .unwrap_or_else(|super::state_file::StateFileError::Unreadable { path, reason }| {
+            warn!(path = %path.display(), "the saved state is unreadable ({reason}): withdrawing with the default announce settings");
             None
         })
         .and_then(|s| s.running_config)

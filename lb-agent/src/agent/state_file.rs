@@ -3,6 +3,11 @@
 //! deregistrations in progress) and the running configuration with its runtime edits.
 //!
 //! `/run` is gone at reboot, as the pins are.
+//!
+//! A file that cannot be read or parsed is refused with the way out
+//! ([`StateFileError::Unreadable`]): the agent never guesses over it. Saving is atomic
+//! (a temporary file renamed over the old one), so the old state stays intact when a
+//! save fails (a full disk), and the temporary file goes.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +45,20 @@ pub struct SavedSource {
     pub text: String,
 }
 
+/// Why the saved state could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error(
+        "the previous agent's saved state {path} is unreadable ({reason}); nothing was \
+         changed and the pinned data plane keeps forwarding. Start again with \
+         --recover-state to set the file aside and rebuild the VIP and backend ids from the \
+         pinned tables (established flows keep their backends; what only the file held is \
+         lost: runtime edits, drains, target health, a `ctl withdraw`), or with --reset to \
+         start from scratch (every flow re-hashes)"
+    )]
+    Unreadable { path: PathBuf, reason: String },
+}
+
 /// The state file of one interface's agent.
 pub struct StateFile {
     pub path: PathBuf,
@@ -54,16 +73,33 @@ impl StateFile {
         }
     }
 
-    pub fn load(&self) -> anyhow::Result<Option<SavedAgent>> {
+    /// The saved state; `None` when there is no file.
+    pub fn load(&self) -> Result<Option<SavedAgent>, StateFileError> {
+        let unreadable = |reason: String| StateFileError::Unreadable {
+            path: self.path.clone(),
+            reason,
+        };
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => {
-                Ok(Some(serde_json::from_str(&text).with_context(|| {
-                    format!("parsing {}", self.path.display())
-                })?))
-            }
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| unreadable(format!("not the state's JSON: {e}"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+            Err(e) => Err(unreadable(e.to_string())),
         }
+    }
+
+    /// Where [`StateFile::set_aside`] keeps an unreadable file.
+    pub fn aside_path(&self) -> PathBuf {
+        self.path.with_extension("json.unreadable")
+    }
+
+    /// Renames an unreadable file out of the way (kept for a post-mortem; replaces an
+    /// earlier one).
+    pub fn set_aside(&self) -> anyhow::Result<PathBuf> {
+        let aside = self.aside_path();
+        std::fs::rename(&self.path, &aside)
+            .with_context(|| format!("renaming {} to {}", self.path.display(), aside.display()))?;
+        Ok(aside)
     }
 
     /// Written to a temporary file and renamed over the old one: a crash never leaves a
@@ -73,9 +109,17 @@ impl StateFile {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(state).context("serializing the state")?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))
+        let written = std::fs::write(&tmp, text)
+            .with_context(|| format!("writing {}", tmp.display()))
+            .and_then(|()| {
+                std::fs::rename(&tmp, &self.path)
+                    .with_context(|| format!("replacing {}", self.path.display()))
+            });
+        if written.is_err() {
+            // A partial temporary file (the disk filled up) would only take more space.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     pub fn remove(&self) -> anyhow::Result<()> {

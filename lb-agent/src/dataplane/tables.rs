@@ -165,6 +165,68 @@ impl Dataplane {
     }
 }
 
+/// What the data plane forwards by, read back: every VIP entry, every backend slot in
+/// use and each VIP's ring. A restarted agent without its saved ids rebuilds them from
+/// this (`crate::install::recover`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstalledTables {
+    /// VIP entries, fragment entries included.
+    pub vips: Vec<(VipKey, VipMeta)>,
+    /// Backend slots whose address is set (in use, or cleared but still reserved).
+    pub backends: Vec<(u32, Backend)>,
+    /// Each VIP id's ring: the backend id of every slot.
+    pub rings: std::collections::BTreeMap<u32, Vec<u32>>,
+}
+
+impl Dataplane {
+    /// Reads the VIP, backend and ring tables (one system call per entry: for a
+    /// one-off recovery, not for every request).
+    pub fn installed_tables(&self) -> Result<InstalledTables, DataplaneError> {
+        let map = |name: &'static str| self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name));
+        let err = |name: &'static str| move |source| DataplaneError::Map { name, source };
+        let vips: Vec<(VipKey, VipMeta)> =
+            HashMap::<_, VipKey, VipMeta>::try_from(map(maps::VIPS)?)
+                .map_err(err(maps::VIPS))?
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(err(maps::VIPS))?;
+        let slots =
+            Array::<_, Backend>::try_from(map(maps::BACKENDS)?).map_err(err(maps::BACKENDS))?;
+        let mut backends = Vec::new();
+        for id in 0..MAX_BACKENDS {
+            let b = slots.get(&id, 0).map_err(err(maps::BACKENDS))?;
+            if b.family != 0 {
+                backends.push((id, b));
+            }
+        }
+        let outer = ArrayOfMaps::<_, Array<MapData, u32>>::try_from(map(maps::RINGS)?)
+            .map_err(err(maps::RINGS))?;
+        let mut rings = std::collections::BTreeMap::new();
+        for (_, meta) in &vips {
+            if rings.contains_key(&meta.vip_id) {
+                continue;
+            }
+            match outer.get(&meta.vip_id, 0) {
+                Ok(inner) => {
+                    let slots: Vec<u32> = inner
+                        .iter()
+                        .collect::<Result<_, _>>()
+                        .map_err(err(maps::RINGS))?;
+                    rings.insert(meta.vip_id, slots);
+                }
+                // No ring installed for it (yet): nothing to learn from.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => return Err(err(maps::RINGS)(source)),
+            }
+        }
+        Ok(InstalledTables {
+            vips,
+            backends,
+            rings,
+        })
+    }
+}
+
 /// How long a TCP flow with no packet still counts as active: an NLB's TCP idle timeout
 /// (350 s). Entries stay in the table longer (until the LRU reuses them).
 pub const TCP_ACTIVE_NS: u64 = 350 * 1_000_000_000;

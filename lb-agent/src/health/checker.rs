@@ -6,7 +6,8 @@
 //! - Each target's first probe waits for an offset derived from a hash of its key
 //!   ([`spread_offset`]), so 10,000 targets configured at once are probed evenly over
 //!   the interval instead of all in its first millisecond.
-//! - At most [`MAX_IN_FLIGHT`] probes run at once, to keep the agent well within its file
+//! - At most [`MAX_IN_FLIGHT`] probes run at once (fewer when the agent's file descriptor
+//!   limit is low, see `agent::fd_limit`), to keep the agent well within its file
 //!   descriptors when many targets hang until their timeout.
 //! - Shared state is a `std::sync::Mutex` per target (held for microseconds, never across
 //!   an await) plus one for the set of targets.
@@ -107,9 +108,15 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     pub fn new(events: UnboundedSender<HealthEvent>) -> Self {
+        Self::with_max_in_flight(events, MAX_IN_FLIGHT)
+    }
+
+    /// At most `max_in_flight` probes at once (fewer than [`MAX_IN_FLIGHT`] where the
+    /// agent's file descriptor limit calls for it).
+    pub fn with_max_in_flight(events: UnboundedSender<HealthEvent>, max_in_flight: usize) -> Self {
         Self {
             events,
-            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
             targets: Mutex::new(HashMap::new()),
         }
     }

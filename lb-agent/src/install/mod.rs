@@ -32,8 +32,11 @@ use lb_common::{
 use tracing::info;
 
 mod fingerprint;
+mod recover;
 #[cfg(test)]
 mod tests;
+
+pub use recover::{recover, Recovered};
 
 use crate::{
     config::{self, Config},
@@ -176,6 +179,9 @@ pub struct Services {
     next_backend: u32,
     freed_backends: BTreeSet<u32>,
     config: Option<LbConfig>,
+    /// The rings of the last apply with what they were built from: an apply whose group
+    /// serves the same targets at the same weights reuses its ring instead of building it.
+    rings: BTreeMap<(String, u32), BuiltRing>,
 }
 
 /// Everything an apply will write, computed before writing anything.
@@ -189,6 +195,7 @@ struct Plan {
     fragment_entries: Vec<(VipKey, VipMeta)>,
     removed_vips: Vec<String>,
     dropped_backends: Vec<BackendId>,
+    rings: BTreeMap<(String, u32), BuiltRing>,
 }
 
 impl Services {
@@ -264,6 +271,7 @@ impl Services {
             next_backend: state.next_backend,
             freed_backends: state.freed_backends.iter().copied().collect(),
             config: None,
+            rings: BTreeMap::new(),
         }
     }
 
@@ -350,6 +358,7 @@ impl Services {
         self.next_backend = plan.next_backend;
         self.freed_backends = plan.freed_backends;
         self.config = Some(plan.config);
+        self.rings = plan.rings;
         Ok(report)
     }
 
@@ -365,14 +374,21 @@ impl Services {
             .collect();
         let mut free_ids = (0..MAX_VIPS).filter(|id| !used.contains(id));
         let mut vips = Vec::new();
+        let mut rings = Rings {
+            serving,
+            backend_ids: &backends.ids,
+            previous: &self.rings,
+            built: BTreeMap::new(),
+        };
         for vip in &cfg.vips {
             let id = match self.vip_ids.get(&vip.name) {
                 Some((id, _)) => *id,
                 None => free_ids.next().ok_or(ApplyError::TooManyVips)?,
             };
-            let installed = self.plan_vip(cfg, vip, id, serving, &backends.ids, &mut report)?;
+            let installed = self.plan_vip(cfg, vip, id, &mut rings, &mut report)?;
             vips.push((vip.name.clone(), installed));
         }
+        let built = rings.built;
         let fragment_entries = cfg
             .fragment_entries()
             .into_iter()
@@ -396,6 +412,7 @@ impl Services {
                 fragment_entries,
                 removed_vips,
                 dropped_backends: backends.dropped,
+                rings: built,
             },
             report,
         ))
@@ -474,29 +491,10 @@ impl Services {
         cfg: &Config,
         vip: &config::Vip,
         id: u32,
-        serving: &Serving,
-        backend_ids: &BTreeMap<(String, IpAddr), BackendId>,
+        rings: &mut Rings<'_>,
         report: &mut ApplyReport,
     ) -> Result<Installed, ApplyError> {
-        // Where a weight becomes ring slots: each target served for the VIP's group
-        // takes its ring share (see `crate::lifecycle::serving`), and Maglev turns the
-        // shares into slot counts.
-        let members: Vec<maglev::Backend> = serving
-            .group(&vip.target_group)
-            .iter()
-            .filter_map(|t| {
-                backend_ids
-                    .get(&(vip.target_group.clone(), t.address))
-                    .map(|id| maglev::Backend::for_target(id.0, t.address, t.serving.ring_share()))
-            })
-            .collect();
-        let table =
-            maglev::build(&members, vip.ring_size, cfg.agent.hash_seed).map_err(|source| {
-                ApplyError::Ring {
-                    vip: vip.name.clone(),
-                    source,
-                }
-            })?;
+        let (table, active) = rings.ring(cfg, vip)?;
         let meta = vip.meta(id, table.size());
         let old = self.vips.get(&vip.name);
         let unchanged =
@@ -506,7 +504,7 @@ impl Services {
             vip_id: id,
             disruption: None,
             fingerprint: table.fingerprint(),
-            backends: members.iter().filter(|m| m.weight > 0).count(),
+            backends: active,
             ring_size: table.size(),
         };
         if unchanged {
@@ -523,6 +521,71 @@ impl Services {
             meta,
             table,
         })
+    }
+}
+
+/// A ring and what it was built from.
+#[derive(Clone, Debug)]
+struct BuiltRing {
+    members: Vec<maglev::Backend>,
+    seed: u32,
+    table: maglev::Table,
+}
+
+/// The rings of a plan, each built once: VIPs of one target group with one ring size
+/// (ports 80 and 443 of a site) share it, and one whose group serves what it served at
+/// the last apply is that apply's.
+struct Rings<'a> {
+    serving: &'a Serving,
+    backend_ids: &'a BTreeMap<(String, IpAddr), BackendId>,
+    previous: &'a BTreeMap<(String, u32), BuiltRing>,
+    /// (group, ring size) → the ring.
+    built: BTreeMap<(String, u32), BuiltRing>,
+}
+
+impl Rings<'_> {
+    /// `vip`'s ring and how many backends it holds.
+    fn ring(
+        &mut self,
+        cfg: &Config,
+        vip: &config::Vip,
+    ) -> Result<(maglev::Table, usize), ApplyError> {
+        let key = (vip.target_group.clone(), vip.ring_size);
+        let active = |r: &BuiltRing| r.members.iter().filter(|m| m.weight > 0).count();
+        if let Some(r) = self.built.get(&key) {
+            return Ok((r.table.clone(), active(r)));
+        }
+        // Where a weight becomes ring slots: each target served for the VIP's group
+        // takes its ring share (see `crate::lifecycle::serving`), and Maglev turns the
+        // shares into slot counts.
+        let members: Vec<maglev::Backend> = self
+            .serving
+            .group(&vip.target_group)
+            .iter()
+            .filter_map(|t| {
+                self.backend_ids
+                    .get(&(vip.target_group.clone(), t.address))
+                    .map(|id| maglev::Backend::for_target(id.0, t.address, t.serving.ring_share()))
+            })
+            .collect();
+        let seed = cfg.agent.hash_seed;
+        let table = match self.previous.get(&key) {
+            Some(r) if r.seed == seed && r.members == members => r.table.clone(),
+            _ => {
+                maglev::build(&members, vip.ring_size, seed).map_err(|source| ApplyError::Ring {
+                    vip: vip.name.clone(),
+                    source,
+                })?
+            }
+        };
+        let ring = BuiltRing {
+            members,
+            seed,
+            table,
+        };
+        let out = (ring.table.clone(), active(&ring));
+        self.built.insert(key, ring);
+        Ok(out)
     }
 }
 

@@ -352,3 +352,97 @@ fn fleet_fingerprint_names_targets_not_ids() {
         .expect("apply");
     assert_ne!(a.fleet_fingerprint(seed), b.fleet_fingerprint(seed));
 }
+
+impl Fake {
+    /// What `Dataplane::installed_tables` would read back from this data plane.
+    fn tables(&self) -> crate::dataplane::tables::InstalledTables {
+        crate::dataplane::tables::InstalledTables {
+            vips: self.vips.iter().map(|(k, m)| (*k, *m)).collect(),
+            backends: self
+                .backends
+                .iter()
+                .filter(|(_, b)| b.family != 0)
+                .map(|(id, b)| (*id, *b))
+                .collect(),
+            rings: self.rings.iter().map(|(v, r)| (*v, r.clone())).collect(),
+        }
+    }
+}
+
+/// TWO_VIPS with its VIPs and targets listed in the opposite order: the same services,
+/// which a fresh allocation would number differently.
+fn reversed() -> String {
+    let (web, rest) = TWO_VIPS.split_at(
+        TWO_VIPS
+            .find("[[vip]]\n        name = \"dns\"")
+            .expect("dns"),
+    );
+    let (dns, group) = rest.split_at(rest.find("[[target_group]]").expect("group"));
+    let group = group
+        .replace("198.18.11.2", "X")
+        .replace("198.18.13.2", "198.18.11.2")
+        .replace('X', "198.18.13.2");
+    format!("{dns}{web}{group}")
+}
+
+#[test]
+fn ids_rebuilt_from_the_tables_are_the_ids_installed() {
+    // Numbered in the file's order (web 0, dns 1; .11 → 0, .12 → 1, .13 → 2), then the
+    // file lists the targets the other way round: ids stay.
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    let swapped = reversed();
+    let swapped_cfg = cfg(&swapped);
+    s.apply(&swapped_cfg, &configured(&swapped), &mut dp)
+        .expect("apply");
+    let recovered = recover(&dp.tables(), &swapped_cfg);
+    let mut want = s.state();
+    let mut got = recovered.state.clone();
+    for st in [&mut want, &mut got] {
+        st.vips.sort_by_key(|v| v.id);
+        st.backends.sort_by_key(|b| b.id);
+    }
+    assert_eq!(got, want);
+    assert!(recovered.unknown_vips.is_empty() && recovered.orphan_backends.is_empty());
+    // A fresh allocation would have swapped .11 and .13: the rebuilt one reinstalls
+    // the same rings.
+    let mut again = Services::restore(&recovered.state);
+    let mut dp2 = Fake::default();
+    again
+        .apply(&swapped_cfg, &configured(&swapped), &mut dp2)
+        .expect("apply");
+    assert_eq!(again.fingerprints(), s.fingerprints());
+    assert_eq!(dp2.rings, dp.rings);
+}
+
+#[test]
+fn ids_the_configuration_does_not_name_are_kept_out_of_reach() {
+    let mut s = Services::new();
+    let mut dp = Fake::default();
+    s.apply(&cfg(TWO_VIPS), &configured(TWO_VIPS), &mut dp)
+        .expect("apply");
+    // The file now lacks the dns VIP and target .12 (say, both were runtime edits).
+    let smaller = TWO_VIPS.replace(
+        "\n        [[target_group.target]]\n        address = \"198.18.12.2\"",
+        "",
+    );
+    let smaller = smaller.replace("port = 53", "port = 54");
+    let small_cfg = cfg(&smaller);
+    let recovered = recover(&dp.tables(), &small_cfg);
+    assert_eq!(recovered.unknown_vips.len(), 1, "{recovered:?}");
+    assert_eq!(
+        recovered.orphan_backends,
+        vec!["backend id 1 (198.18.12.2)".to_owned()]
+    );
+    assert_eq!(recovered.state.next_backend, 3);
+    assert!(recovered.state.freed_backends.is_empty());
+    // The first apply removes the unknown VIP and never hands out the orphan's id.
+    let mut again = Services::restore(&recovered.state);
+    let report = again
+        .apply(&small_cfg, &configured(&smaller), &mut dp)
+        .expect("apply");
+    assert_eq!(report.removed.len(), 1);
+    assert!(dp.backends[&1].flags & backend_flags::IN_USE != 0);
+}
