@@ -323,6 +323,21 @@ pub fn under_load_mut<T>(
     Ok((report, result?))
 }
 
+/// A process's resident set size in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+/// A process's open file descriptors.
+pub fn fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
 /// Whether `path` exists (a pin, a file).
 pub fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()

@@ -21,7 +21,7 @@ use lb_agent::{
 };
 use lb_tests::{
     agentnet::backend,
-    faults::{under_load, FaultNet},
+    faults::{fds, rss_kib, under_load, FaultNet},
 };
 use nix::{
     sys::{
@@ -37,21 +37,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn agent_pid(f: &FaultNet) -> anyhow::Result<u32> {
     Ok(f.agent.as_ref().context("no agent running")?.process.pid())
-}
-
-/// The agent's resident set size in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
-}
-
-/// The agent's open file descriptors.
-fn fds(pid: u32) -> anyhow::Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
 /// Every log line the agent printed since the last call (its log is a channel).

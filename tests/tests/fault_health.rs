@@ -21,7 +21,7 @@ use std::{
 use anyhow::{ensure, Context as _};
 use lb_agent::admin::protocol::Command;
 use lb_tests::{
-    faults::{under_load, FaultNet},
+    faults::{fds, rss_kib, under_load, FaultNet},
     netns::Ns,
 };
 use serde_json::Value;
@@ -244,14 +244,7 @@ fn count_sleeps(secs: &str) -> usize {
 
 /// `VmRSS` of `pid` in KiB, and its open descriptors.
 fn footprint(pid: u32) -> anyhow::Result<(u64, usize)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-    Ok((rss, fds))
+    Ok((rss_kib(pid)?, fds(pid)?))
 }
 
 fn target(list: &Value, address: Ipv4Addr) -> anyhow::Result<&Value> {

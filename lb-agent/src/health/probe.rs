@@ -382,34 +382,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_kills_what_the_program_started_too() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos());
-        let pid_file =
-            std::env::temp_dir().join(format!("lb-health-exec-{}-{nanos}", std::process::id()));
+        let pid_file = pid_file("exec");
         let script = format!("sleep 5 & echo $! > {}; wait", pid_file.display());
         let outcome = probe(&local(), &exec_spec(&script, Duration::from_millis(200))).await;
         assert_eq!(outcome.reason, Some(Reason::Timeout));
-        let pid = std::fs::read_to_string(&pid_file).expect("the script wrote its child's pid");
-        let pid = pid.trim();
-        std::fs::remove_file(&pid_file).expect("remove the pid file");
-        let stat = format!("/proc/{pid}/stat");
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        // Gone, or a zombie waiting for init to reap it.
-        let dead = || {
-            std::fs::read_to_string(&stat).map_or(true, |stat| {
-                stat.rsplit(") ")
-                    .next()
-                    .is_some_and(|rest| rest.starts_with('Z'))
-            })
-        };
-        while !dead() {
-            assert!(std::time::Instant::now() < deadline, "sleep {pid} survived");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        assert_gone(&pid_file).await;
     }
 
-    /// A process id written to `file` by a script is gone (or a zombie) within a second.
+    /// A process id written to `file` by a script is gone (or a zombie waiting for init
+    /// to reap it) within a second.
     async fn assert_gone(pid_file: &std::path::Path) {
         let pid = std::fs::read_to_string(pid_file).expect("the script wrote its child's pid");
         let _ = std::fs::remove_file(pid_file);
