@@ -134,13 +134,22 @@ impl FaultNet {
             }))
     }
 
-    /// The agent's log lines so far that contain `needle` (reading what it printed).
+    /// Every log line the agent printed since the last read (its log is a channel).
+    pub fn drain_log(&self) -> Vec<String> {
+        self.agent
+            .as_ref()
+            .map(|a| a.log.try_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The agent's log lines so far that contain `needle`: its start-up lines and what it
+    /// printed since the last read.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         let Some(agent) = &self.agent else {
             return Vec::new();
         };
         let mut seen: Vec<String> = agent.startup.clone();
-        seen.extend(agent.log.try_iter());
+        seen.extend(self.drain_log());
         seen.into_iter().filter(|l| l.contains(needle)).collect()
     }
 
@@ -336,6 +345,19 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 /// A process's open file descriptors.
 pub fn fds(pid: u32) -> anyhow::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// A process's (RSS in KiB, open descriptors).
+pub fn footprint(pid: u32) -> anyhow::Result<(u64, usize)> {
+    Ok((rss_kib(pid)?, fds(pid)?))
+}
+
+/// Three [`footprint`]s in words: before a fault, the peak during it, after it.
+pub fn footprint_text(before: (u64, usize), peak: (u64, usize), after: (u64, usize)) -> String {
+    format!(
+        "RSS {} / {} / {} KiB and fds {} / {} / {} before / during (max) / after",
+        before.0, peak.0, after.0, before.1, peak.1, after.1
+    )
 }
 
 /// Whether `path` exists (a pin, a file).

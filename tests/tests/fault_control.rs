@@ -21,7 +21,7 @@ use lb_agent::{
 };
 use lb_tests::{
     agentnet::backend,
-    faults::{fds, rss_kib, under_load, FaultNet},
+    faults::{fds, footprint, footprint_text, rss_kib, under_load, FaultNet},
 };
 use nix::{
     sys::{
@@ -37,14 +37,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn agent_pid(f: &FaultNet) -> anyhow::Result<u32> {
     Ok(f.agent.as_ref().context("no agent running")?.process.pid())
-}
-
-/// Every log line the agent printed since the last call (its log is a channel).
-fn drain_log(f: &FaultNet) -> Vec<String> {
-    f.agent
-        .as_ref()
-        .map(|a| a.log.try_iter().collect())
-        .unwrap_or_default()
 }
 
 fn validated(text: &str) -> anyhow::Result<Config> {
@@ -134,7 +126,7 @@ fn sighup_storm_of_valid_and_invalid_files() -> anyhow::Result<()> {
         }
     };
     let pid = Pid::from_raw(agent_pid(&f)? as i32);
-    drain_log(&f);
+    f.drain_log();
     const RELOADS: usize = 100;
     let mut last_valid = base.clone();
     let (report, (took, admin)) = under_load(
@@ -171,7 +163,7 @@ fn sighup_storm_of_valid_and_invalid_files() -> anyhow::Result<()> {
     report.assert_nothing_lost()?;
     // Let the last reload finish, then count from the log.
     std::thread::sleep(Duration::from_secs(2));
-    let log = drain_log(&f);
+    let log = f.drain_log();
     if std::env::var_os("LB_DEBUG_LOG").is_some() {
         for l in log.iter().take(40) {
             println!("LOG {l}");
@@ -461,7 +453,7 @@ fn ten_thousand_targets_applied_and_reverted() -> anyhow::Result<()> {
     std::fs::write(&big, big_config(&base, 10_000))?;
     let ids_before = state_ids(&f)?;
     let vips_before = vip_view(&f)?;
-    let before = (rss_kib(pid)?, fds(pid)?);
+    let before = footprint(pid)?;
     let apply = |path: &Path| -> anyhow::Result<(Duration, Value)> {
         let t = Instant::now();
         let reply = call(
@@ -505,18 +497,13 @@ fn ten_thousand_targets_applied_and_reverted() -> anyhow::Result<()> {
         },
     )?;
     std::thread::sleep(Duration::from_secs(3));
-    let after = (rss_kib(pid)?, fds(pid)?);
+    let after = footprint(pid)?;
     let (slowest, replies, errors) = admin;
     println!(
-        "FAULT 10,000 targets: apply {} ms, revert {} ms; RSS {} / {} / {} KiB and fds {} / {} / {} before / during (max) / after; admin: {replies} status replies, slowest {} ms, {} errors",
+        "FAULT 10,000 targets: apply {} ms, revert {} ms; {}; admin: {replies} status replies, slowest {} ms, {} errors",
         applied.as_millis(),
         reverted.as_millis(),
-        before.0,
-        during.0,
-        after.0,
-        before.1,
-        during.1,
-        after.1,
+        footprint_text(before, during, after),
         slowest.as_millis(),
         errors.len()
     );

@@ -21,7 +21,7 @@ use std::{
 use anyhow::{ensure, Context as _};
 use lb_agent::admin::protocol::Command;
 use lb_tests::{
-    faults::{fds, rss_kib, under_load, FaultNet},
+    faults::{footprint, footprint_text, under_load, FaultNet},
     netns::Ns,
 };
 use serde_json::Value;
@@ -47,14 +47,13 @@ const SCRIPT: &str = r#"case "$LB_TARGET_ADDRESS" in
 esac"#;
 
 fn extra_config() -> String {
-    let http_targets: String = [TRICKLE, ENDLESS_BODY, RESET]
-        .iter()
-        .map(|a| format!("[[target_group.target]]\naddress = \"{a}\"\n"))
-        .collect();
-    let exec_targets: String = [HANG, FORKS, MEGABYTES, ENDLESS_OUTPUT]
-        .iter()
-        .map(|a| format!("[[target_group.target]]\naddress = \"{a}\"\n"))
-        .collect();
+    let targets = |addresses: &[Ipv4Addr]| -> String {
+        (addresses.iter())
+            .map(|a| format!("[[target_group.target]]\naddress = \"{a}\"\n"))
+            .collect()
+    };
+    let http_targets = targets(&[TRICKLE, ENDLESS_BODY, RESET]);
+    let exec_targets = targets(&[HANG, FORKS, MEGABYTES, ENDLESS_OUTPUT]);
     let command = serde_json::to_string(&["/bin/sh", "-c", SCRIPT]).unwrap_or_default();
     format!(
         r#"
@@ -242,11 +241,6 @@ fn count_sleeps(secs: &str) -> usize {
         .count()
 }
 
-/// `VmRSS` of `pid` in KiB, and its open descriptors.
-fn footprint(pid: u32) -> anyhow::Result<(u64, usize)> {
-    Ok((rss_kib(pid)?, fds(pid)?))
-}
-
 fn target(list: &Value, address: Ipv4Addr) -> anyhow::Result<&Value> {
     list.as_array()
         .into_iter()
@@ -314,15 +308,10 @@ fn hostile_health_check_targets() -> anyhow::Result<()> {
         println!("  {}", show(a)?);
     }
     println!(
-        "  endless body: {} connections, at most {} KiB sent into one; agent RSS {} → {} (peak) → {} KiB, fds {} → {} → {}; slowest admin reply {} ms; leftover sleeps (hang, forks) per sample {:?}",
+        "  endless body: {} connections, at most {} KiB sent into one; agent {}; slowest admin reply {} ms; leftover sleeps (hang, forks) per sample {:?}",
         endless_most.1,
         endless_most.0 / 1024,
-        before.0,
-        during.0,
-        after.0,
-        before.1,
-        during.1,
-        after.1,
+        footprint_text(before, during, after),
         slowest_reply.as_millis(),
         sleeps
     );

@@ -9,16 +9,17 @@
 use std::{
     fs::File,
     io::{BufRead as _, BufReader},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     process::{Command as Process, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context as _};
+use lb_agent::dataplane::bpf_obj;
 use lb_tests::{
     agentnet::AgentNet,
-    faults::{config_text, exists, FaultNet, Load},
+    faults::{config_text, exists, FaultNet, FaultReport, Load},
     netns::ChildGuard,
 };
 
@@ -68,6 +69,26 @@ fn wait_lines(f: &FaultNet, needle: &str, n: usize) -> anyhow::Result<Vec<String
         .collect()
 }
 
+/// The end of every case: the agent restarted ([`restart`]), which must adopt the ids
+/// `read` gives (`before`), its steady state, two more seconds of load, and the load's
+/// figures under `name`; also how long the restart took.
+fn restart_and_finish(
+    f: &mut FaultNet,
+    load: Load,
+    before: &Ids,
+    read: impl Fn(&FaultNet) -> anyhow::Result<Ids>,
+    name: &str,
+) -> anyhow::Result<(FaultReport, Duration)> {
+    let restart_took = restart(f)?;
+    ensure!(
+        read(f)? == *before,
+        "the restart did not adopt the same link and maps"
+    );
+    f.wait_steady(Duration::from_secs(15))?;
+    std::thread::sleep(Duration::from_secs(2));
+    Ok((load.finish(name), restart_took))
+}
+
 /// SIGTERM to the agent, then a new one on the same configuration (in the same mount
 /// namespace) that must adopt the pinned data plane; returns how long that took.
 fn restart(f: &mut FaultNet) -> anyhow::Result<Duration> {
@@ -99,14 +120,13 @@ fn pin_directory_removed_then_restart() -> anyhow::Result<()> {
     // The link and every map, each logged (more only if a check ran in the middle of
     // `rm -rf`).
     let missing = wait_lines(&f, "was missing", 1 + before.maps.len())?;
-    let restart_took = restart(&mut f)?;
-    ensure!(
-        ids(&f.net)? == before,
-        "the restart did not adopt the same link and maps"
-    );
-    f.wait_steady(Duration::from_secs(15))?;
-    std::thread::sleep(Duration::from_secs(2));
-    let report = load.finish("pin directory removed, agent restarted");
+    let (report, restart_took) = restart_and_finish(
+        &mut f,
+        load,
+        &before,
+        |f| ids(&f.net),
+        "pin directory removed, agent restarted",
+    )?;
     println!(
         "FAULT pin directory removed: restored after {} ms ({} pins); restart adopted the same link {} and maps in {} ms",
         restored.as_millis(),
@@ -143,14 +163,13 @@ fn pins_replaced_then_restart() -> anyhow::Result<()> {
         "expected two errors naming map {stranger_id}, saw {errors:#?}"
     );
     drop(stranger);
-    let restart_took = restart(&mut f)?;
-    ensure!(
-        ids(&f.net)? == before,
-        "the restart did not adopt the same link and maps"
-    );
-    f.wait_steady(Duration::from_secs(15))?;
-    std::thread::sleep(Duration::from_secs(2));
-    let report = load.finish("pins replaced, agent restarted");
+    let (report, restart_took) = restart_and_finish(
+        &mut f,
+        load,
+        &before,
+        |f| ids(&f.net),
+        "pins replaced, agent restarted",
+    )?;
     println!(
         "FAULT pins replaced (flow table and link by map {stranger_id}): restored after {} ms; restart adopted the same link and maps in {} ms",
         restored.as_millis(),
@@ -183,14 +202,16 @@ fn bpffs_unmounted_then_restart() -> anyhow::Result<()> {
     holder.run(&["umount", "/sys/fs/bpf"])?;
     let restored = wait_for_ids(&before, || holder.enter(|| ids(&f.net))?)? - unmounted;
     wait_lines(&f, "bpffs was not mounted", 1)?;
-    let restart_took = restart(&mut f)?;
-    ensure!(
-        holder.enter(|| ids(&f.net))?? == before,
-        "the restart did not adopt the same link and maps"
-    );
-    f.wait_steady(Duration::from_secs(15))?;
-    std::thread::sleep(Duration::from_secs(2));
-    let report = load.finish("bpffs unmounted, agent restarted");
+    let (report, restart_took) = restart_and_finish(
+        &mut f,
+        load,
+        &before,
+        |f| {
+            let net = &f.net;
+            holder.enter(|| ids(net))?
+        },
+        "bpffs unmounted, agent restarted",
+    )?;
     println!(
         "FAULT bpffs unmounted: mounted and every pin restored after {} ms; restart adopted the same link and maps in {} ms",
         restored.as_millis(),
@@ -220,7 +241,7 @@ fn remove_dir(dir: &Path) -> anyhow::Result<()> {
 fn replace_pin(path: &Path, fd: &OwnedFd) -> anyhow::Result<()> {
     for _ in 0..5 {
         std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-        match bpf_pin(fd, path) {
+        match bpf_obj::pin(fd.as_fd(), path) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
             Err(e) => return Err(e).with_context(|| format!("pinning at {}", path.display())),
@@ -229,7 +250,7 @@ fn replace_pin(path: &Path, fd: &OwnedFd) -> anyhow::Result<()> {
     anyhow::bail!("could not replace {}", path.display())
 }
 
-/// A `union bpf_attr` for `BPF_MAP_CREATE` (the leading fields; the rest zero).
+/// The leading fields of `union bpf_attr` for `BPF_MAP_CREATE` (the rest zero).
 #[repr(C)]
 #[derive(Default)]
 struct MapCreateAttr {
@@ -243,68 +264,47 @@ struct MapCreateAttr {
     map_name: [u8; 16],
 }
 
-/// A `union bpf_attr` for `BPF_OBJ_PIN`.
-#[repr(C)]
-#[derive(Default)]
-struct ObjAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
-
-/// `bpf(cmd, attr)`.
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: every caller passes the `bpf_attr` member `cmd` reads, with valid pointers.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(rc)
-}
-
 /// A map of the test's own (an array of one u32), to stand where lb's objects should.
+/// (Pinning and identifying it use the agent's own `bpf_obj`; creating a map is the one
+/// command the agent never needs.)
 fn foreign_map() -> anyhow::Result<OwnedFd> {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
     let mut name = [0u8; 16];
     name[..11].copy_from_slice(b"lbt_foreign");
     let mut attr = MapCreateAttr {
-        map_type: 2, // BPF_MAP_TYPE_ARRAY
+        map_type: BPF_MAP_TYPE_ARRAY,
         key_size: 4,
         value_size: 4,
         max_entries: 1,
         map_name: name,
         ..MapCreateAttr::default()
     };
-    let fd = bpf(0, &mut attr).context("BPF_MAP_CREATE")?;
-    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd)?) })
-}
-
-fn bpf_pin(fd: &OwnedFd, path: &Path) -> std::io::Result<()> {
-    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    let mut attr = ObjAttr {
-        pathname: name.as_ptr() as u64,
-        bpf_fd: fd.as_raw_fd() as u32,
-        ..ObjAttr::default()
+    // SAFETY: `attr` is the BPF_MAP_CREATE member of `bpf_attr`, with no pointers; the
+    // kernel reads at most its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &mut attr as *mut MapCreateAttr,
+            std::mem::size_of::<MapCreateAttr>() as libc::c_uint,
+        )
     };
-    bpf(6, &mut attr).map(drop) // BPF_OBJ_PIN
+    ensure!(
+        rc >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(rc)?) })
 }
 
-/// A BPF object's kernel id, from its fdinfo.
+/// A map's kernel id, as the agent's watchdog reads it.
 fn map_id_of(fd: &OwnedFd) -> anyhow::Result<u32> {
-    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("map_id:"))
-        .context("no map_id in fdinfo")?
-        .trim()
-        .parse()
-        .context("map_id")
+    match bpf_obj::describe(fd.as_fd())? {
+        bpf_obj::Object::Map { id } => Ok(id),
+        other => anyhow::bail!("not a map: {other}"),
+    }
 }
 
 /// A private mount namespace with a bpffs of its own at /sys/fs/bpf, held by a

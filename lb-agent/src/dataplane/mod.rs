@@ -22,7 +22,7 @@
 
 mod attach;
 mod batch;
-mod bpf_obj;
+pub mod bpf_obj;
 pub mod counters;
 pub mod decap;
 mod host;
